@@ -1,0 +1,142 @@
+"""Registry of model families.
+
+A family is a name mapped to a builder: a callable taking keyword arguments `vocab_size`,
+`block_size` (both supplied by the task) plus the family's own keys, and returning an
+nn.Module mapping token ids (B, T) to logits (B, T, vocab_size). The family's keys and their
+types are read off the builder's signature and type hints, so adding a family (llama, rwkv,
+mamba, ...) is one import and one entry in FAMILIES.
+"""
+
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from grokbench.models.gpt import GPT, GPTConfig
+
+# keyword arguments every builder takes, supplied by build_model's caller, not by the spec
+_TASK_KEYS = ("vocab_size", "block_size")
+
+
+def _from_config(model_cls: type[nn.Module], config_cls: type) -> Callable[..., nn.Module]:
+    """Builder `model_cls(config_cls(**kwargs))` whose signature is the config dataclass's."""
+
+    def build(**kwargs: Any) -> nn.Module:
+        return model_cls(config_cls(**kwargs))
+
+    build.__signature__ = inspect.signature(config_cls)  # type: ignore[attr-defined]
+    build.__annotations__ = typing.get_type_hints(config_cls)
+    build.__name__ = build.__qualname__ = f"build_{model_cls.__name__.lower()}"
+    return build
+
+
+FAMILIES: dict[str, Callable[..., nn.Module]] = {
+    "gpt": _from_config(GPT, GPTConfig),
+}
+
+
+def _unknown_family(family: Any, where: str) -> ValueError:
+    return ValueError(f"{where}: unknown model family {family!r}; known: {', '.join(sorted(FAMILIES))}")
+
+
+def family_keys(family: str) -> dict[str, type]:
+    """The keys a model spec of `family` may set (besides "family"), with their types."""
+    if family not in FAMILIES:
+        raise _unknown_family(family, "model")
+    builder = FAMILIES[family]
+    hints = typing.get_type_hints(builder)
+    return {
+        name: hints.get(name, Any) for name in inspect.signature(builder).parameters if name not in _TASK_KEYS
+    }
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp)
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(ok, value converted to tp). bool is not accepted as int/float; int is as float."""
+    if tp is Any:
+        return True, value
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, out = _coerce(value, arg)
+            if ok:
+                return True, out
+        return False, value
+    if typing.get_origin(tp) is typing.Literal:
+        return value in typing.get_args(tp), value
+    if tp is type(None):
+        return value is None, value
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value  # an annotation we cannot check: let the builder decide
+
+
+def build_model(spec: dict, vocab_size: int, block_size: int, where: str = "model") -> nn.Module:
+    """Build the model described by `spec`, e.g. {"family": "gpt", "n_layer": 2, ...}.
+
+    Raises ValueError, prefixed with `where` (the config path, e.g. "models.gpt_tiny"), on an
+    unknown family, an unknown key, a value of the wrong type or a value the family rejects.
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: model spec must be a mapping, got {type(spec).__name__}")
+    if "family" not in spec:
+        raise ValueError(f"{where}: missing key 'family'; known: {', '.join(sorted(FAMILIES))}")
+    family = spec["family"]
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise _unknown_family(family, where)
+    allowed = family_keys(family)
+    kwargs = {}
+    for key, value in spec.items():
+        if key == "family":
+            continue
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), list(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{where}: unknown key {key!r} for family {family}{hint}; known: {', '.join(allowed)}"
+            )
+        ok, kwargs[key] = _coerce(value, allowed[key])
+        if not ok:
+            raise ValueError(
+                f"{where}: key {key!r} for family {family} must be {_type_name(allowed[key])}, "
+                f"got {value!r} ({type(value).__name__})"
+            )
+    try:
+        return FAMILIES[family](vocab_size=vocab_size, block_size=block_size, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"{where}: invalid {family} model: {e}") from e
+
+
+def check_model_spec(spec: dict, where: str = "model") -> None:
+    """Validate a spec without allocating weights: build it on the meta device."""
+    with torch.device("meta"):
+        build_model(spec, vocab_size=16, block_size=8, where=where)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters, each shared (tied) tensor counted once."""
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "FAMILIES",
+    "GPT",
+    "GPTConfig",
+    "build_model",
+    "check_model_spec",
+    "count_params",
+    "family_keys",
+]
