@@ -1,0 +1,103 @@
+"""Grokking analysis: memorization and generalization steps per run, and one summary table over runs.
+
+Definitions (thresholds and splits set in the config's `analysis` section):
+- memorization step: first evaluation from which train inferred accuracy stays >= 0.99;
+- ID / OOD generalization step: first evaluation from which test ID / OOD accuracy stays >= 0.9;
+- "stays": every later evaluation is >= threshold - tolerance (tolerance 0 by default);
+- grokked: the run memorized, and generalized OOD at a strictly later evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .params import from_dict
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    memorization_split: str = "train_inferred_id"
+    memorization_threshold: float = 0.99
+    id_split: str = "test_inferred_id"
+    ood_split: str = "test_inferred_ood"
+    threshold: float = 0.9
+    tolerance: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "analysis") -> AnalysisConfig:
+        return from_dict(cls, d, where)
+
+
+def first_stable_step(
+    steps: np.ndarray, acc: np.ndarray, threshold: float, tolerance: float = 0.0
+) -> int | None:
+    """First step whose accuracy is >= threshold and after which it never drops below
+    threshold - tolerance; None if there is none. `steps` must be increasing."""
+    steps, acc = np.asarray(steps), np.asarray(acc, dtype=float)
+    if len(acc) == 0:
+        return None
+    # suffix minimum: the lowest accuracy from each evaluation on
+    suffix_min = np.minimum.accumulate(acc[::-1])[::-1]
+    ok = (acc >= threshold) & (suffix_min >= threshold - tolerance)
+    hits = np.flatnonzero(ok)
+    return int(steps[hits[0]]) if len(hits) else None
+
+
+def curve(metrics: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:
+    m = metrics[metrics["split"] == split].sort_values("step")
+    if m.empty:
+        known = sorted(metrics["split"].unique())
+        raise ValueError(f"analysis: split {split!r} not in the metrics; known: {known}")
+    return m["step"].to_numpy(), m["accuracy"].to_numpy()
+
+
+def analyze_run(metrics: pd.DataFrame, cfg: AnalysisConfig) -> dict[str, Any]:
+    tol = cfg.tolerance
+    mem = first_stable_step(*curve(metrics, cfg.memorization_split), cfg.memorization_threshold, tol)
+    gen_id = first_stable_step(*curve(metrics, cfg.id_split), cfg.threshold, tol)
+    gen_ood = first_stable_step(*curve(metrics, cfg.ood_split), cfg.threshold, tol)
+    last = metrics[metrics["step"] == metrics["step"].max()]
+    out: dict[str, Any] = {
+        "memorization_step": mem,
+        "id_generalization_step": gen_id,
+        "ood_generalization_step": gen_ood,
+        "grokked": mem is not None and gen_ood is not None and gen_ood > mem,
+        "grok_delay": gen_ood - mem if mem is not None and gen_ood is not None else None,
+        "final_step": int(metrics["step"].max()),
+    }
+    for split, acc in zip(last["split"], last["accuracy"]):
+        out[f"final_acc_{split}"] = float(acc)
+    return out
+
+
+SUMMARY_FIRST = ["run_id", "dataset", "model", "family", "training", "seed", "n_params"]
+
+
+def summarize(run_dirs: list[str | Path], cfg: AnalysisConfig) -> pd.DataFrame:
+    """One row per run: its cell, size, steps to memorize / generalize, final accuracies."""
+    rows = []
+    for d in map(Path, run_dirs):
+        info = json.loads((d / "run.json").read_text())
+        metrics = pd.read_parquet(d / "metrics.parquet")
+        row = {
+            "run_id": info["run_id"],
+            **info["cell"],
+            "family": info["config"]["model"].get("family"),
+            "n_params": info["n_params"],
+            **analyze_run(metrics, cfg),
+            "wall_seconds": info["wall_seconds"],
+            "device": info["device"],
+            "run_dir": str(d),
+        }
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    step_cols = [c for c in df.columns if c.endswith("_step") or c == "grok_delay"]
+    df[step_cols] = df[step_cols].astype("Int64")
+    first = [c for c in SUMMARY_FIRST if c in df.columns]
+    return df[first + [c for c in df.columns if c not in first]]

@@ -1,0 +1,159 @@
+"""Command line: `python -m grokbench STAGE ...`, one subcommand per pipeline stage.
+
+The Snakemake rules call these with explicit inputs, outputs and params; each can also be run by hand.
+Dict-valued arguments (task parameters, a model spec, training settings) are JSON strings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object: {text!r}")
+    return value
+
+
+def cmd_validate(args) -> None:
+    from . import config
+
+    cfg = config.load(args.config)
+    print(f"{args.config}: valid; {len(config.cells(cfg))} runs")
+
+
+def cmd_data(args) -> None:
+    from . import provenance
+    from .io import sha256_file, write_json
+    from .tasks import generate
+    from .tasks.base import write_dataset
+
+    started = provenance.now()
+    ds = generate(args.task, args.params)
+    write_dataset(ds, args.out)
+    counts = ds.facts.groupby(["split", "kind"]).size()
+    prov = provenance.record(
+        "data",
+        config={"task": args.task, **args.params},
+        inputs={},
+        content_hash=ds.meta.get("content_hash"),
+        outputs={str(args.out): sha256_file(args.out)},
+        counts={f"{s}/{k}": int(n) for (s, k), n in counts.items()},
+        started=started,
+        finished=provenance.now(),
+    )
+    if args.provenance:
+        write_json(args.provenance, prov)
+    print(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in prov["counts"].items()))
+
+
+def cmd_train(args) -> None:
+    import torch
+
+    from .train.run import run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cell = {
+        "dataset": args.dataset,
+        "model": args.model_name,
+        "training": args.training_name,
+        "seed": args.seed,
+    }
+    info = run(
+        args.data,
+        args.model,
+        args.training,
+        args.seed,
+        args.out_dir,
+        cell=cell,
+        progress=not args.no_progress,
+    )
+    print(f"{info['run_id']}: {info['n_params']} parameters, {info['wall_seconds']:.1f} s")
+
+
+def cmd_analyze(args) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .analysis import AnalysisConfig, summarize
+    from .io import atomic_path
+
+    summary = summarize(args.runs, AnalysisConfig.from_dict(args.analysis))
+    with atomic_path(args.out_parquet) as tmp:
+        pq.write_table(pa.Table.from_pandas(summary, preserve_index=False), tmp)
+    with atomic_path(args.out_csv) as tmp:
+        summary.to_csv(tmp, index=False)
+    cols = ["run_id", "memorization_step", "ood_generalization_step", "grokked"]
+    print(summary[cols].to_string(index=False))
+
+
+def cmd_plot(args) -> None:
+    import pandas as pd
+
+    from . import plots
+
+    summary = pd.read_parquet(args.summary)
+    figure = {"curves": plots.plot_curves, "grokking": plots.plot_grokking}[args.figure]
+    figure(summary, args.pdf, args.png)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grokbench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("validate", help="validate a study config")
+    s.add_argument("config", type=Path)
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("data", help="generate one dataset (Parquet)")
+    s.add_argument("--task", required=True)
+    s.add_argument("--params", type=_json, default={})
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--provenance", type=Path)
+    s.set_defaults(func=cmd_data)
+
+    s = sub.add_parser("train", help="train one run")
+    s.add_argument("--data", required=True, type=Path)
+    s.add_argument("--model", required=True, type=_json, help="model spec (JSON)")
+    s.add_argument("--training", type=_json, default={}, help="training settings (JSON)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out-dir", required=True, type=Path)
+    s.add_argument("--dataset", default="data", help="dataset name, for the record")
+    s.add_argument("--model-name", default="model", help="model name, for the record")
+    s.add_argument("--training-name", default="default", help="training name, for the record")
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("analyze", help="summary table over runs")
+    s.add_argument("--runs", nargs="+", required=True, type=Path, help="run folders")
+    s.add_argument("--analysis", type=_json, default={})
+    s.add_argument("--out-parquet", required=True, type=Path)
+    s.add_argument("--out-csv", required=True, type=Path)
+    s.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("plot", help="render one figure from the summary")
+    s.add_argument("figure", choices=["curves", "grokking"])
+    s.add_argument("--summary", required=True, type=Path)
+    s.add_argument("--pdf", required=True, type=Path)
+    s.add_argument("--png", required=True, type=Path)
+    s.set_defaults(func=cmd_plot)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as e:  # bad input: a clear message, no traceback
+        print(f"grokbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,1 @@
+"""Training: settings (`config`), tensors (`data`), the loop (`trainer`), one run end to end (`run`)."""

@@ -1,0 +1,88 @@
+"""Training settings: one dataclass, the single source of their names, types and defaults.
+
+The config schema (workflow/schemas/config.schema.yaml) mirrors these fields; `TrainConfig.from_dict`
+rejects unknown keys and wrong types by name, so a training option is added here and in the schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..params import from_dict
+
+
+@dataclass(frozen=True)
+class EvalSchedule:
+    """Evaluate every `dense_every` steps up to `dense_until`, then every `every` steps (and at the end)."""
+
+    dense_every: int = 50
+    dense_until: int = 1000
+    every: int = 250
+    max_size: int = 1000  # facts per evaluation split (a fixed, seeded subsample of larger splits)
+    batch_size: int = 4096
+
+    def steps(self, total: int) -> list[int]:
+        dense = range(0, min(self.dense_until, total) + 1, self.dense_every)
+        sparse = range(self.dense_until, total + 1, self.every)
+        return sorted({*dense, *sparse, total})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 5000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    # share of each batch drawn from the atomic facts; None samples uniformly over all training facts
+    atomic_fraction: float | None = 0.3
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    eval: EvalSchedule = field(default_factory=EvalSchedule)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "training") -> TrainConfig:
+        cfg = from_dict(cls, d, where)
+        cfg.check(where)
+        return cfg
+
+    def check(self, where: str = "training") -> None:
+        def need(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                raise ValueError(f"{where}.{key}={getattr_path(self, key)!r}: expected {what}")
+
+        need(self.steps >= 1, "steps", "an integer >= 1")
+        need(self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(self.lr > 0, "lr", "a positive number")
+        need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "betas",
+            "two numbers in [0, 1)",
+        )
+        need(self.warmup_steps >= 0, "warmup_steps", "an integer >= 0")
+        need(self.grad_clip >= 0, "grad_clip", "a number >= 0 (0 disables clipping)")
+        need(
+            self.atomic_fraction is None or 0 <= self.atomic_fraction < 1,
+            "atomic_fraction",
+            "null or a number in [0, 1)",
+        )
+        need(self.device in ("auto", "cpu", "cuda"), "device", "one of auto, cpu, cuda")
+        need(self.precision in ("auto", "fp32", "bf16"), "precision", "one of auto, fp32, bf16")
+        for key in ("dense_every", "every", "max_size", "batch_size"):
+            need(getattr(self.eval, key) >= 1, f"eval.{key}", "an integer >= 1")
+        need(self.eval.dense_until >= 0, "eval.dense_until", "an integer >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def getattr_path(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj

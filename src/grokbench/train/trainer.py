@@ -1,0 +1,184 @@
+"""The training loop: AdamW, warmup then constant learning rate, answer-token loss, scheduled evaluation.
+
+One call trains one run (dataset x model x training settings x seed) and returns its metrics table.
+Everything random (initialization, batch order) derives from the run seed, so a run is reproducible on
+the same device and software.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .config import TrainConfig
+from .data import IGNORE, Tensors
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device='cuda' but CUDA is not available on this machine")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
+    """AdamW with decoupled weight decay on matrices and embeddings, none on biases and norm gains."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
+    warmup = cfg.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+    )
+    return opt, sched
+
+
+class BatchSampler:
+    """Batches of training-fact indices: a fixed share of atomic facts, the rest inferred facts.
+
+    With `atomic_fraction=None` a batch is drawn uniformly from all training facts. Draws are with
+    replacement from a generator seeded by the run seed.
+    """
+
+    def __init__(self, t: Tensors, cfg: TrainConfig, seed: int):
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.atomic, self.inferred = t.train_atomic.cpu(), t.train_inferred.cpu()
+        self.batch_size = cfg.batch_size
+        if cfg.atomic_fraction is None:
+            self.pools = [(torch.cat([self.atomic, self.inferred]), cfg.batch_size)]
+        else:
+            n_atomic = round(cfg.atomic_fraction * cfg.batch_size)
+            self.pools = [(self.atomic, n_atomic), (self.inferred, cfg.batch_size - n_atomic)]
+        for pool, n in self.pools:
+            if n > 0 and len(pool) == 0:
+                raise ValueError("training.atomic_fraction asks for facts the dataset does not have")
+
+    def __call__(self) -> torch.Tensor:
+        parts = [pool[torch.randint(len(pool), (n,), generator=self.gen)] for pool, n in self.pools if n]
+        return torch.cat(parts)
+
+
+def answer_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, t: Tensors, batch_size: int, amp) -> dict[str, tuple[float, float]]:
+    """Per split: (mean answer-token loss, exact-match accuracy of the greedy answer).
+
+    Teacher-forced argmax on every answer token equals greedy decoding's exact match: greedy decoding
+    reproduces the answer iff each answer token is the argmax given the correct prefix.
+    """
+    was_training = model.training
+    model.eval()
+    out = {}
+    for name, idx in t.eval_sets.items():
+        loss_sum, correct, n_tok = 0.0, 0, 0
+        for chunk in idx.split(batch_size):
+            x, y = t.x[chunk], t.y[chunk]
+            with amp:
+                logits = model(x)
+            mask = y != IGNORE
+            loss = F.cross_entropy(
+                logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum"
+            )
+            loss_sum += loss.item()
+            n_tok += int(mask.sum())
+            hit = (logits.argmax(-1) == y) | ~mask
+            correct += int(hit.all(dim=1).sum())
+        out[name] = (loss_sum / max(n_tok, 1), correct / max(len(idx), 1))
+    model.train(was_training)
+    return out
+
+
+@dataclass
+class Result:
+    metrics: pd.DataFrame  # step, split, loss, accuracy, elapsed
+    model: nn.Module
+    wall_seconds: float
+    device: str
+
+
+def train(
+    model_fn: Callable[[], nn.Module],
+    t: Tensors,
+    cfg: TrainConfig,
+    seed: int,
+    desc: str = "train",
+    progress: bool = True,
+) -> Result:
+    """Train one run. `model_fn` builds the model after the seed is set, so init follows the seed."""
+    device = pick_device(cfg.device)
+    torch.manual_seed(seed)
+    model = model_fn().to(device)
+    t = t.to(device)
+    amp = autocast(device, cfg.precision)
+    opt, sched = make_optimizer(model, cfg, device)
+    sampler = BatchSampler(t, cfg, seed)
+    eval_steps = set(cfg.eval.steps(cfg.steps))
+    rows: list[dict] = []
+    start = time.perf_counter()
+    bar = tqdm(
+        total=cfg.steps,
+        desc=desc,
+        disable=not progress,
+        mininterval=0.5 if sys.stderr.isatty() else 30,
+        file=sys.stderr,
+    )
+    postfix: dict[str, str] = {}
+    loss_value = math.nan
+    model.train()
+    for step in range(cfg.steps + 1):
+        if step in eval_steps:
+            elapsed = time.perf_counter() - start
+            for name, (loss, acc) in evaluate(model, t, cfg.eval.batch_size, amp).items():
+                rows.append(dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
+                postfix[name] = f"{acc:.2f}"
+        if step == cfg.steps:
+            break
+        idx = sampler().to(device)
+        with amp:
+            logits = model(t.x[idx])
+        loss = answer_loss(logits, t.y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        if progress and (step % 50 == 0):
+            loss_value = loss.item()  # a host sync: only as often as the bar shows it
+            bar.set_postfix(loss=f"{loss_value:.3f}", **short(postfix), refresh=False)
+        bar.update()
+    bar.close()
+    metrics = pd.DataFrame(rows, columns=["step", "split", "loss", "accuracy", "elapsed"])
+    return Result(metrics, model, time.perf_counter() - start, str(device))
+
+
+def short(postfix: dict[str, str]) -> dict[str, str]:
+    """Progress-bar labels: train / ID / OOD accuracy of the inferred facts where present."""
+    names = {"train_inferred_id": "train", "test_inferred_id": "id", "test_inferred_ood": "ood"}
+    return {names[k]: v for k, v in postfix.items() if k in names}
