@@ -200,7 +200,6 @@ def test_tiny_overfit():
     steps = len(losses) - 1
     print(f"tiny overfit: loss {losses[-1]:.4f} after {steps} steps, {elapsed:.2f} s")
     assert losses[-1] < 0.05, f"loss {losses[-1]:.4f} after {steps} steps"
-    assert elapsed < 10
 
 
 def test_build_model_gpt():

@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 
@@ -95,7 +97,7 @@ def plot_curves(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None
             lw=1,
             alpha=0.85,
             ax=ax,
-            legend=ax is axes.flat[0],
+            legend=False,
         )
         runs = summary[summary.apply(cell_label, axis=1) == cell]
         for _, r in runs.iterrows():
@@ -107,72 +109,57 @@ def plot_curves(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None
         ax.title.set_fontsize(8)
     for ax in list(axes.flat)[len(cells) :]:
         ax.set_visible(False)
-    first = axes.flat[0]
-    if first.get_legend() is not None:
-        sns.move_legend(
-            fig if len(cells) > 1 else first,
-            "lower center",
-            bbox_to_anchor=(0.5, 1.0),
-            ncol=3,
-            title=None,
-            frameon=False,
-        ) if len(cells) > 1 else sns.move_legend(first, "lower right", title=None, frameon=False)
+    handles = [Line2D([], [], color=palette[name], lw=1.2, label=name) for name in order]
+    handles += [
+        Line2D([], [], color="0.3", ls=":", lw=0.8, label="memorized"),
+        Line2D([], [], color="0.3", ls="--", lw=0.8, label="OOD generalized"),
+    ]
     fig.tight_layout()
+    fig.legend(
+        handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False, fontsize=7
+    )
     save(fig, pdf, png)
 
 
 def plot_grokking(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
     set_theme()
-    events = [e for e in EVENTS if e in summary.columns]
-    long = summary.assign(cell=summary.apply(cell_label, axis=1)).melt(
-        id_vars=["cell", "seed"], value_vars=events, var_name="event", value_name="step"
-    )
-    long["event"] = long["event"].map(EVENTS)
-    reached = long[long["step"].notna()].astype({"step": float})
-    never = long[long["step"].isna()]
-    cells = list(dict.fromkeys(long["cell"]))
-    right = max(float(summary["final_step"].max()), 1.0) * 1.6
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.5 + 0.45 * len(cells) + 0.6))
+    cells = list(dict.fromkeys(summary.apply(cell_label, axis=1)))
+    right = max(float(summary["final_step"].max()), 1.0) * 2.0  # where "never" markers sit
     palette = dict(zip(EVENTS.values(), sns.color_palette("colorblind")[2:5]))
-    sns.stripplot(
-        data=reached,
-        x="step",
-        y="cell",
-        hue="event",
-        order=cells,
-        hue_order=list(EVENTS.values()),
-        palette=palette,
-        dodge=True,
-        jitter=False,
-        size=5,
-        ax=ax,
-        log_scale=True,
-    )
-    if not never.empty:
-        y = {c: i for i, c in enumerate(cells)}
-        offsets = dict(zip(EVENTS.values(), (-0.27, 0.0, 0.27)))
-        for _, r in never.iterrows():
+    offsets = dict(zip(EVENTS.values(), (-0.25, 0.0, 0.25)))
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.9 + 0.45 * len(cells)))
+    for _, r in summary.iterrows():
+        y = cells.index(cell_label(r))
+        for column, event in EVENTS.items():
+            step = r[column]
+            never = pd.isna(step)
             ax.scatter(
-                right,
-                y[r["cell"]] + offsets[r["event"]],
+                right if never else max(float(step), 1.0),
+                y + offsets[event],
+                s=22,
                 marker="o",
-                s=25,
-                facecolors="none",
-                edgecolors=palette[r["event"]],
+                facecolors="none" if never else palette[event],
+                edgecolors=palette[event],
+                alpha=0.9,
                 zorder=3,
             )
-        ax.axvline(right / 1.25, color="0.7", lw=0.6)
-        ax.text(right, -0.6, "never", ha="center", va="bottom", fontsize=7, color="0.3")
-    ax.set(xlabel="training step (log)", ylabel=None)
-    ax.set_xlim(right=right * 1.3)
-    sns.move_legend(
-        ax,
-        "lower center",
-        bbox_to_anchor=(0.5, 1.02),
-        ncol=3,
-        title=None,
-        frameon=False,
-        fontsize=7,
+    ax.axvline(right / 1.4, color="0.75", lw=0.6)
+    ax.set_xscale("log")
+    reached = summary[list(EVENTS)].stack().astype(float)
+    left = min([*reached[reached > 0], float(summary["final_step"].max()) / 10, right / 20])
+    ax.set_xlim(left / 1.5, right * 1.5)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks(range(len(cells)), cells)
+    ax.set_ylim(len(cells) - 0.5, -0.5)
+    ax.set_xlabel("training step (log); open markers at the right: never reached")
+    handles = [
+        Line2D([], [], ls="", marker="o", color=palette[e], label=e, markersize=5) for e in EVENTS.values()
+    ]
+    handles.append(
+        Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3", label="never", markersize=5)
+    )
+    ax.legend(
+        handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.02), ncol=2, frameon=False, fontsize=7
     )
     fig.tight_layout()
     save(fig, pdf, png)

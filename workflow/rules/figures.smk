@@ -1,22 +1,26 @@
-rule figure:
-    input:
-        summary=f"{RESULTS}/summary/summary.parquet",
-        metrics=run_outputs("metrics.parquet"),
-    output:
-        pdf=f"{RESULTS}/figures/{{figure}}.pdf",
-        png=report(
-            f"{RESULTS}/figures/{{figure}}.png",
-            caption="../report/{figure}.rst",
-            category="Figures",
-        ),
-    wildcard_constraints:
-        figure="|".join(FIGURES),
-    params:
-        code=code_fingerprint("plots"),
-    conda:
-        "../envs/grokbench.yaml"
-    log:
-        f"{RESULTS}/logs/figures/{{figure}}.log",
-    shell:
-        "python -m grokbench plot {wildcards.figure} --summary {input.summary}"
-        " --pdf {output.pdf} --png {output.png} > {log} 2>&1"
+# One rule per figure, so that each figure carries its own caption in the report.
+for _figure in FIGURES:
+
+    rule:
+        name:
+            f"figure_{_figure}"
+        input:
+            summary=f"{RESULTS}/summary/summary.parquet",
+            metrics=run_outputs("metrics.parquet"),
+        output:
+            pdf=f"{RESULTS}/figures/{_figure}.pdf",
+            png=report(
+                f"{RESULTS}/figures/{_figure}.png",
+                caption=f"../report/{_figure}.rst",
+                category="Figures",
+            ),
+        params:
+            figure=_figure,
+            code=code_fingerprint("plots"),
+        conda:
+            "../envs/grokbench.yaml"
+        log:
+            f"{RESULTS}/logs/figures/{_figure}.log",
+        shell:
+            "python -m grokbench plot {params.figure} --summary {input.summary}"
+            " --pdf {output.pdf} --png {output.png} > {log} 2>&1"

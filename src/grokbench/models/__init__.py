@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from grokbench.models.gpt import GPT, GPTConfig
+from grokbench.models.llama import Llama, LlamaConfig
 
 # keyword arguments every builder takes, supplied by build_model's caller, not by the spec
 _TASK_KEYS = ("vocab_size", "block_size")
@@ -37,6 +38,7 @@ def _from_config(model_cls: type[nn.Module], config_cls: type) -> Callable[..., 
 
 FAMILIES: dict[str, Callable[..., nn.Module]] = {
     "gpt": _from_config(GPT, GPTConfig),
+    "llama": _from_config(Llama, LlamaConfig),
 }
 
 

@@ -25,23 +25,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backbone import Backbone, BackboneConfig
 
-@dataclass
-class GPTConfig:
-    vocab_size: int
-    block_size: int  # maximum sequence length (number of learned positions)
-    n_layer: int = 2
+
+@dataclass(kw_only=True)
+class GPTConfig(BackboneConfig):
     n_head: int = 4
-    d_model: int = 128
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: True)
-    tie_embeddings: bool = True  # lm_head.weight is transformer.wte.weight
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        super().__post_init__()
+        if self.n_head < 1:
+            raise ValueError(f"n_head must be >= 1, got {self.n_head}")
         if self.d_model % self.n_head != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
@@ -107,16 +104,15 @@ class Block(nn.Module):
         return x
 
 
-class GPT(nn.Module):
+class GPT(Backbone):
     def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.d_model),  # token embedding
-                wpe=nn.Embedding(config.block_size, config.d_model),  # position embedding
+                wpe=nn.Embedding(config.max_len, config.d_model),  # position embedding
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                h=self.make_layers(lambda i: Block(config)),
                 ln_f=nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias),
             )
         )
@@ -154,19 +150,19 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx: (B, T) token ids with T <= block_size. Returns logits (B, T, vocab_size)."""
-        B, T = idx.size()
-        if self.config.block_size < T:  # a shape check: no graph break under torch.compile
-            raise ValueError(f"sequence length {T} > block_size {self.config.block_size}")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
-        tok_emb = self.transformer.wte(idx)  # (B, T, C)
-        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over B
-        x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)  # (B, T, C)
-        x = self.transformer.ln_f(x)  # (B, T, C)
-        return self.lm_head(x)  # (B, T, vocab_size)
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.transformer.h  # HF GPT-2's name for the block list
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.transformer.wte(idx)  # (B, T, C)
+
+    def add_positions(self, x: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(x.size(1), dtype=torch.long, device=x.device)  # (T,)
+        return self.transformer.drop(x + self.transformer.wpe(pos))  # (B, T, C)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
 
 
 # Settings of transformers.GPT2Config that change the computation without changing any

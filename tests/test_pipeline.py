@@ -1,0 +1,158 @@
+"""End to end: the Snakemake pipeline on a tiny study in a temporary folder.
+
+Runs the real workflow (a copy of Snakefile, workflow/ and src/ so that source edits can be simulated)
+and checks its outputs, that a second run has nothing to do, and that each kind of change reruns exactly
+the stages it should: one dataset's parameter -> that dataset's chain; training code -> training and
+what follows, not data; plotting code -> the figures only. Every snakemake call runs under a hard
+timeout (SIGKILL), as a hung scheduler must fail the test, not the CI run.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import TINY_CONFIG
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+FIGURES = {"figure_curves": 1, "figure_grokking": 1}  # jobs that render the figures
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = ["timeout", "-s", "KILL", str(timeout), "snakemake", "--configfile", "study.yaml", *args]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+
+
+def planned(workdir: Path) -> dict[str, int]:
+    """Jobs a dry run would execute, per rule (empty when there is nothing to do)."""
+    out = snakemake(workdir, "-n")
+    assert out.returncode == 0, out.stderr + out.stdout
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("\n\n")[0]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M))
+    return {rule: int(n) for rule, n in jobs.items() if rule not in ("total", "all")}
+
+
+def write_config(workdir: Path, cfg: dict) -> None:
+    (workdir / "study.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def touch_source(workdir: Path, rel: str) -> None:
+    with open(workdir / "src" / "grokbench" / rel, "a") as f:
+        f.write("\n# an edit\n")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A finished run of a two-dataset tiny study."""
+    workdir = tmp_path_factory.mktemp("study")
+    shutil.copy(REPO / "Snakefile", workdir)
+    shutil.copytree(REPO / "workflow", workdir / "workflow")
+    shutil.copytree(REPO / "src" / "grokbench", workdir / "src" / "grokbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"]["b"] = dict(cfg["datasets"]["a"], seed=1)
+    cfg["grid"] = [{"datasets": ["a", "b"], "models": ["gpt"], "seeds": [0, 1]}]
+    write_config(workdir, cfg)
+    out = snakemake(workdir, "--cores", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir, cfg
+
+
+def test_outputs(study):
+    workdir, _ = study
+    results = workdir / "results"
+    for name in ("a", "b"):
+        assert (results / "data" / f"{name}.parquet").stat().st_size > 0
+        assert (results / "data" / f"{name}.provenance.json").exists()
+    runs = sorted(p.parent.relative_to(results / "runs") for p in results.glob("runs/**/run.json"))
+    assert [str(r) for r in runs] == [
+        "a/gpt/default/seed0", "a/gpt/default/seed1", "b/gpt/default/seed0", "b/gpt/default/seed1"
+    ]  # fmt: skip
+    summary = pd.read_parquet(results / "summary" / "summary.parquet")
+    assert len(summary) == 4
+    assert {"memorization_step", "ood_generalization_step", "grokked", "n_params"} <= set(summary)
+    assert pd.read_csv(results / "summary" / "summary.csv").shape == summary.shape
+    for fig in ("curves", "grokking"):
+        assert (results / "figures" / f"{fig}.pdf").read_bytes().startswith(b"%PDF")
+        assert (results / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
+    leftovers = [p for p in results.rglob(".*.tmp")]
+    assert not leftovers
+
+
+def test_second_run_has_nothing_to_do(study):
+    workdir, _ = study
+    assert planned(workdir) == {}
+
+
+def test_dataset_parameter_reruns_only_its_chain(study):
+    workdir, cfg = study
+    changed = copy.deepcopy(cfg)
+    changed["datasets"]["b"]["value_range"] = 4
+    write_config(workdir, changed)
+    try:
+        assert planned(workdir) == {"dataset": 1, "train": 2, "summary": 1, **FIGURES}
+        out = snakemake(workdir, "-n")
+        text = out.stdout + out.stderr
+        assert "results/data/b.parquet" in text and "results/data/a.parquet" not in text
+        assert "output: results/runs/b/gpt/default/seed1" in text
+        assert "output: results/runs/a/" not in text
+    finally:
+        write_config(workdir, cfg)
+    assert planned(workdir) == {}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("plots.py", FIGURES),
+        ("analysis.py", {"summary": 1, **FIGURES}),
+        ("train/trainer.py", {"train": 4, "summary": 1, **FIGURES}),
+        ("models/gpt.py", {"train": 4, "summary": 1, **FIGURES}),
+        ("tasks/comparison.py", {"dataset": 2, "train": 4, "summary": 1, **FIGURES}),
+    ],
+)
+def test_code_change_reruns_its_stage_and_after(study, source, expected):
+    workdir, _ = study
+    path = workdir / "src" / "grokbench" / source
+    original = path.read_text()
+    touch_source(workdir, source)
+    try:
+        assert planned(workdir) == expected
+    finally:
+        path.write_text(original)
+    assert planned(workdir) == {}
+
+
+def test_report(study):
+    workdir, _ = study
+    out = snakemake(workdir, "--report", "report.html")
+    assert out.returncode == 0, out.stderr[-3000:]
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert "curves.png" in html and "grokking.png" in html
+
+
+def test_bad_config_rejected_before_any_job(tmp_path):
+    shutil.copy(REPO / "Snakefile", tmp_path)
+    shutil.copytree(REPO / "workflow", tmp_path / "workflow")
+    shutil.copytree(REPO / "src" / "grokbench", tmp_path / "src" / "grokbench")
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"]["a"]["n_entites"] = 30
+    write_config(tmp_path, cfg)
+    out = snakemake(tmp_path, "--cores", "1")
+    assert out.returncode != 0
+    assert "config.datasets.a.n_entites: unknown parameter" in out.stderr + out.stdout
+    assert not (tmp_path / "results").exists()
