@@ -1,9 +1,13 @@
 # Shared helpers: config validation (before any job), the grid of runs, output paths.
 import json
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# Jobs run `python -m grokbench`: make that the Python running Snakemake (the project's environment),
+# also when Snakemake was started as .venv/bin/snakemake without activating the environment.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 
