@@ -5,9 +5,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+
+envvars:
+    "PATH",
+
+
 # Jobs run `python -m grokbench`: make that the Python running Snakemake (the project's environment),
 # also when Snakemake was started as .venv/bin/snakemake without activating the environment.
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 
