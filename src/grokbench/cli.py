@@ -57,6 +57,7 @@ def cmd_data(args) -> None:
 def cmd_train(args) -> None:
     import torch
 
+    from .train.resume import EXIT_INTERRUPTED, Interrupted
     from .train.run import run
 
     if args.threads:
@@ -67,15 +68,20 @@ def cmd_train(args) -> None:
         "training": args.training_name,
         "seed": args.seed,
     }
-    info = run(
-        args.data,
-        args.model,
-        args.training,
-        args.seed,
-        args.out_dir,
-        cell=cell,
-        progress=not args.no_progress,
-    )
+    try:
+        info = run(
+            args.data,
+            args.model,
+            args.training,
+            args.seed,
+            args.out_dir,
+            cell=cell,
+            progress=not args.no_progress,
+            checkpoint_every=args.checkpoint_every,
+        )
+    except Interrupted as e:
+        print(f"grokbench train: {e}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     print(f"{info['run_id']}: {info['n_params']} parameters, {info['wall_seconds']:.1f} s")
 
 
@@ -130,6 +136,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model-name", default="model", help="model name, for the record")
     s.add_argument("--training-name", default="default", help="training name, for the record")
     s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    s.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="save a resumable state every N steps (also on SIGTERM/SIGUSR1); 0: only on a signal",
+    )
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -11,16 +12,18 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import provenance
-from ..io import atomic_path, sha256_file, write_json
+from ..io import atomic_path, sha256_bytes, sha256_file, write_json
 from ..models import build_model, count_params
 from ..tasks.base import read_dataset
 from .config import TrainConfig
 from .data import build_tensors
+from .resume import Checkpointer
 from .trainer import train
 
 METRICS = "metrics.parquet"
 CHECKPOINT = "model.pt"
 RUN_INFO = "run.json"
+RESUME = "resume.pt"  # the resumable state of an unfinished run (not a Snakemake output)
 
 
 def run(
@@ -31,6 +34,7 @@ def run(
     out_dir: str | Path,
     cell: dict[str, Any] | None = None,
     progress: bool = True,
+    checkpoint_every: int = 0,
 ) -> dict[str, Any]:
     """Train one run and write its outputs into `out_dir`.
 
@@ -40,6 +44,7 @@ def run(
     out_dir = Path(out_dir)
     cell = dict(cell or {"seed": seed})
     run_id = "/".join(str(v) for v in cell.values())
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = provenance.now()
     cfg = TrainConfig.from_dict(training)
     ds = read_dataset(data)
@@ -49,8 +54,17 @@ def run(
     def model_fn():
         return build_model(model_spec, vocab_size=vocab_size, block_size=block_size)
 
+    what = {
+        "model": model_spec,
+        "training": cfg.to_dict(),
+        "seed": seed,
+        "data": ds.meta.get("content_hash"),
+        "code": provenance.code_fingerprint("train"),
+    }
+    fingerprint = sha256_bytes(json.dumps(what, sort_keys=True, default=str).encode())
+    checkpoint = Checkpointer(out_dir / RESUME, fingerprint, every=checkpoint_every)
     t0 = time.perf_counter()
-    result = train(model_fn, t, cfg, seed, desc=run_id, progress=progress)
+    result = train(model_fn, t, cfg, seed, desc=run_id, progress=progress, checkpoint=checkpoint)
     n_params = count_params(result.model)
 
     table = pa.Table.from_pandas(result.metrics, preserve_index=False)
@@ -79,4 +93,5 @@ def run(
         },
     )
     write_json(out_dir / RUN_INFO, info)
+    checkpoint.remove()
     return info

@@ -8,7 +8,6 @@ the same device and software.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from .config import TrainConfig
 from .data import IGNORE, Tensors
+from .resume import Checkpointer, Interrupted, rng_states, set_rng_states
 
 
 def pick_device(name: str) -> torch.device:
@@ -129,8 +129,13 @@ def train(
     seed: int,
     desc: str = "train",
     progress: bool = True,
+    checkpoint: Checkpointer | None = None,
 ) -> Result:
-    """Train one run. `model_fn` builds the model after the seed is set, so init follows the seed."""
+    """Train one run. `model_fn` builds the model after the seed is set, so init follows the seed.
+
+    With a `checkpoint`, the run resumes from a saved state of the same configuration, saves every
+    `checkpoint.every` steps, and on SIGTERM / SIGUSR1 saves and raises `Interrupted`.
+    """
     device = pick_device(cfg.device)
     torch.manual_seed(seed)
     model = model_fn().to(device)
@@ -140,40 +145,70 @@ def train(
     sampler = BatchSampler(t, cfg, seed)
     eval_steps = set(cfg.eval.steps(cfg.steps))
     rows: list[dict] = []
-    start = time.perf_counter()
+    first_step, spent = 0, 0.0  # where this process starts, and training time spent before it
+    state = checkpoint.load() if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        sampler.gen.set_state(state["sampler"])
+        set_rng_states(state["rng"])
+        rows, first_step, spent = state["metrics"], state["step"], state["elapsed"]
+    start = time.perf_counter() - spent
     bar = tqdm(
         total=cfg.steps,
+        initial=first_step,
         desc=desc,
         disable=not progress,
         mininterval=0.5 if sys.stderr.isatty() else 30,
         file=sys.stderr,
     )
     postfix: dict[str, str] = {}
-    loss_value = math.nan
     model.train()
-    for step in range(cfg.steps + 1):
-        if step in eval_steps:
-            elapsed = time.perf_counter() - start
-            for name, (loss, acc) in evaluate(model, t, cfg.eval.batch_size, amp).items():
-                rows.append(dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
-                postfix[name] = f"{acc:.2f}"
-        if step == cfg.steps:
-            break
-        idx = sampler().to(device)
-        with amp:
-            logits = model(t.x[idx])
-        loss = answer_loss(logits, t.y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        if progress and (step % 50 == 0):
-            loss_value = loss.item()  # a host sync: only as often as the bar shows it
-            bar.set_postfix(loss=f"{loss_value:.3f}", **short(postfix), refresh=False)
-        bar.update()
-    bar.close()
+    if checkpoint:
+        checkpoint.install_signal_handlers()
+    try:
+        for step in range(first_step, cfg.steps + 1):
+            if checkpoint and step > first_step and checkpoint.due(step):
+                checkpoint.save(
+                    dict(
+                        model=model.state_dict(),
+                        optimizer=opt.state_dict(),
+                        scheduler=sched.state_dict(),
+                        sampler=sampler.gen.get_state(),
+                        rng=rng_states(),
+                        metrics=rows,
+                        step=step,
+                        elapsed=time.perf_counter() - start,
+                    )
+                )
+                if checkpoint.stop_requested:
+                    raise Interrupted(f"stopped at step {step} by a signal; state saved to {checkpoint.path}")
+            if step in eval_steps:
+                elapsed = time.perf_counter() - start
+                for name, (loss, acc) in evaluate(model, t, cfg.eval.batch_size, amp).items():
+                    rows.append(dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
+                    postfix[name] = f"{acc:.2f}"
+            if step == cfg.steps:
+                break
+            idx = sampler().to(device)
+            with amp:
+                logits = model(t.x[idx])
+            loss = answer_loss(logits, t.y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            if progress and (step % 50 == 0):
+                # a host sync: only as often as the bar shows it
+                bar.set_postfix(loss=f"{loss.item():.3f}", **short(postfix), refresh=False)
+            bar.update()
+    finally:
+        bar.close()
+        if checkpoint:
+            checkpoint.restore_signal_handlers()
     metrics = pd.DataFrame(rows, columns=["step", "split", "loss", "accuracy", "elapsed"])
     return Result(metrics, model, time.perf_counter() - start, str(device))
 
