@@ -19,6 +19,8 @@ import torch.nn as nn
 
 from grokbench.models.gpt import GPT, GPTConfig
 from grokbench.models.llama import Llama, LlamaConfig
+from grokbench.models.mamba import Mamba, Mamba2, Mamba2Config, MambaConfig
+from grokbench.models.rwkv import RWKV6, RWKV7, RWKV6Config, RWKV7Config
 
 # keyword arguments every builder takes, supplied by build_model's caller, not by the spec
 _TASK_KEYS = ("vocab_size", "block_size")
@@ -39,6 +41,10 @@ def _from_config(model_cls: type[nn.Module], config_cls: type) -> Callable[..., 
 FAMILIES: dict[str, Callable[..., nn.Module]] = {
     "gpt": _from_config(GPT, GPTConfig),
     "llama": _from_config(Llama, LlamaConfig),
+    "mamba": _from_config(Mamba, MambaConfig),
+    "mamba2": _from_config(Mamba2, Mamba2Config),
+    "rwkv6": _from_config(RWKV6, RWKV6Config),
+    "rwkv7": _from_config(RWKV7, RWKV7Config),
 }
 
 

@@ -1,0 +1,107 @@
+"""Mamba-2's state space duality (SSD) layer (Dao & Gu 2024, "Transformers are SSMs: Generalized Models
+and Efficient Algorithms Through Structured State Space Duality", sections 3 and 7), in its recurrent
+form. A is one scalar per head; heads are grouped G ways for B and C (head h reads group h // (H / G)).
+With Δ_t = softplus(dt_t + dt_bias) when asked:
+
+    h_t[h, p, n] = exp(Δ_t[h] A[h]) h_{t-1}[h, p, n] + Δ_t[h] x_t[h, p] B_t[g(h), n]      h_0 = 0
+    y_t[h, p]    = sum_n C_t[g(h), n] h_t[h, p, n] + D[h] x_t[h, p]
+
+(The same map as causal "attention" y = (L ∘ C B^T) (Δ x) with the 1-semiseparable decay mask
+L[t, s] = exp(A sum_{s<r<=t} Δ_r) for s <= t: what the chunked kernel computes block by block.)
+
+Written for grokbench after reading, not copying, state-spaces/mamba's `ssd_minimal.py` and
+`mamba2_simple.py` / `mamba2.py`, and transformers' `Mamba2Mixer.torch_forward` / `mamba2_chunk_scan`
+(models/mamba2/modeling_mamba2.py). `ssd` dispatches to mamba-ssm's Triton kernel
+`mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined`, whose layout is the one used here:
+x (B, T, H, P); dt (B, T, H); A (H,); B, C (B, T, G, N); D (H,) or (H, P); dt_bias (H,).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..backends import check_backend, use_kernels
+
+KERNEL_MODULE = "mamba_ssm.ops.triton.ssd_combined"
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def naive_ssd(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+) -> torch.Tensor:
+    """The recurrence above as a loop over time, in float32 (float64 for float64 inputs); returns
+    (B, T, H, P) in x's dtype. Only elementwise ops and sums: bf16 autocast leaves them in full precision."""
+    dtype = x.dtype
+    f = torch.promote_types(dtype, torch.float32)
+    batch, T, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    if H % G:
+        raise ValueError(f"{H} heads cannot be split into {G} groups")
+    x, dt, A = x.to(f), dt.to(f), A.to(f)
+    B = B.to(f).repeat_interleave(H // G, dim=2)  # (B, T, H, N): head h reads group h // (H / G)
+    C = C.to(f).repeat_interleave(H // G, dim=2)  # (B, T, H, N)
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(f)  # (B, T, H)
+    if dt_softplus:
+        dt = F.softplus(dt)
+    dA = torch.exp(dt * A)  # (B, T, H): one decay per head and step
+    dtx = (dt.unsqueeze(-1) * x).unsqueeze(-1)  # (B, T, H, P, 1): Δ x
+    h = x.new_zeros(batch, H, P, N)  # (B, H, P, N)
+    ys = []
+    for t in range(T):
+        h = dA[:, t, :, None, None] * h + dtx[:, t] * B[:, t, :, None, :]  # (B, H, P, N)
+        ys.append((h * C[:, t, :, None, :]).sum(-1))  # (B, H, P)
+    y = torch.stack(ys, dim=1)  # (B, T, H, P)
+    if D is not None:
+        D = D.to(f)
+        y = y + x * (D[:, None] if D.dim() == 1 else D)  # (H, 1) or (H, P) skip
+    return y.to(dtype)
+
+
+def ssd(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+    chunk_size: int = 256,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """`naive_ssd`, or mamba-ssm's chunked Triton kernel where `backends.use_kernels` says so.
+
+    The kernel computes in float32 internally from x, B, C of one floating type (float32, float16 or
+    bfloat16; no float64) and returns x's type; `chunk_size` only sets its tiling. "auto" keeps float64
+    inputs on the torch path; backend="kernels" with float64 raises.
+    """
+    check_backend(backend)
+    if backend == "auto" and x.dtype not in KERNEL_DTYPES:
+        backend = "torch"
+    if not use_kernels(backend, KERNEL_MODULE, x):
+        return naive_ssd(x, dt, A, B, C, D, dt_bias, dt_softplus)
+    if x.dtype not in KERNEL_DTYPES:
+        raise ValueError(f"the SSD kernel takes {KERNEL_DTYPES}, got {x.dtype}")
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    dtype = x.dtype  # C B^T is a tl.dot of C and B: one type for x, B, C
+    return mamba_chunk_scan_combined(
+        x,  # (B, T, H, P)
+        dt.to(dtype),  # (B, T, H)
+        A.float(),  # (H,)
+        B.to(dtype),  # (B, T, G, N)
+        C.to(dtype),  # (B, T, G, N)
+        chunk_size,
+        D=None if D is None else D.float(),
+        dt_bias=None if dt_bias is None else dt_bias.float(),
+        dt_softplus=dt_softplus,
+    )  # (B, T, H, P)
