@@ -98,9 +98,7 @@ def _train(path, seed, **overrides):
     ds = read_dataset(path)
     cfg = TrainConfig.from_dict({**TINY_TRAINING, **overrides})
     t = build_tensors(ds, cfg.eval.max_size)
-    return train(
-        lambda: build_model(TINY_MODEL, len(ds.vocab), t.block_size), t, cfg, seed, progress=False
-    )
+    return train(lambda: build_model(TINY_MODEL, len(ds.vocab), t.block_size), t, cfg, seed, progress=False)
 
 
 def test_deterministic_per_seed(tiny_dataset_path):
@@ -139,3 +137,12 @@ def test_run_writes_outputs_and_provenance(tiny_dataset_path, tmp_path):
     assert ckpt["step"] == TINY_TRAINING["steps"]
     # no temporary files left behind by the atomic writes
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_compiled_model_trains_like_eager(tiny_dataset_path):
+    """`compile: true` runs the same computation (up to float rounding of fused kernels)."""
+    eager = _train(tiny_dataset_path, 0, steps=20)
+    compiled = _train(tiny_dataset_path, 0, steps=20, compile=True)
+    pd.testing.assert_frame_equal(
+        compiled.metrics[["step", "split", "loss"]], eager.metrics[["step", "split", "loss"]], rtol=1e-3
+    )

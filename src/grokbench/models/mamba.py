@@ -143,10 +143,18 @@ class RMSNorm(nn.Module):
 
 
 def causal_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """SiLU of a causal depthwise conv1d along time: (B, T, E) -> (B, T, E). `conv` pads d_conv - 1 on
-    both sides; keeping the first T outputs leaves each step seeing itself and the d_conv - 1 before."""
-    T = x.size(1)
-    return F.silu(conv(x.transpose(1, 2))[..., :T].transpose(1, 2))
+    """SiLU of a causal depthwise conv1d along time with `conv`'s weights: (B, T, E) -> (B, T, E).
+
+    y_t = bias + sum_j w[j] x_{t - (k-1) + j}, x before the start being 0: what `conv` (padding k - 1,
+    first T outputs kept) computes, written as k shifted products. For the few-token sequences of the
+    study this is several times faster than conv1d on CPU, backward included, and the same on GPU."""
+    T, k = x.size(1), conv.kernel_size[0]
+    xp = F.pad(x, (0, 0, k - 1, 0))  # (B, T + k - 1, E): k - 1 zero steps in front
+    w = conv.weight[:, 0, :]  # (E, k)
+    y = sum(xp[:, j : j + T] * w[:, j] for j in range(k))  # (B, T, E)
+    if conv.bias is not None:
+        y = y + conv.bias
+    return F.silu(y)
 
 
 def depthwise_conv(channels: int, config: _SSMConfig) -> nn.Conv1d:

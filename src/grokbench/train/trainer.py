@@ -165,6 +165,8 @@ def train(
     )
     postfix: dict[str, str] = {}
     model.train()
+    # the compiled module shares the model's parameters; states are saved from `model` (plain names)
+    forward = torch.compile(model, dynamic=True) if cfg.compile else model
     if checkpoint:
         checkpoint.install_signal_handlers()
     try:
@@ -186,14 +188,14 @@ def train(
                     raise Interrupted(f"stopped at step {step} by a signal; state saved to {checkpoint.path}")
             if step in eval_steps:
                 elapsed = time.perf_counter() - start
-                for name, (loss, acc) in evaluate(model, t, cfg.eval.batch_size, amp).items():
+                for name, (loss, acc) in evaluate(forward, t, cfg.eval.batch_size, amp).items():
                     rows.append(dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
                     postfix[name] = f"{acc:.2f}"
             if step == cfg.steps:
                 break
             idx = sampler().to(device)
             with amp:
-                logits = model(t.x[idx])
+                logits = forward(t.x[idx])
             loss = answer_loss(logits, t.y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

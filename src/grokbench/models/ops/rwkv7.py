@@ -69,14 +69,15 @@ def naive_rwkv7(
         decay = torch.exp(w)  # (B, T, H, K)
         S = r.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)  # (B, H, K, V)
         outs = []
-        for t in range(T):
-            aS = (a[:, t, :, :, None] * S).sum(-2)  # (B, H, V): a_t^T S_{t-1}
+        # unbind, not x[:, t]: indexing in the loop makes autograd build a full-size zero gradient per step
+        for r_t, d_t, k_t, v_t, a_t, b_t in zip(*(x.unbind(1) for x in (r, decay, k, v, a, b))):
+            aS = torch.einsum("bhk,bhkv->bhv", a_t, S)  # (B, H, V): a_t^T S_{t-1}
             S = (
-                decay[:, t, :, :, None] * S  # diag(exp(w_t)) S_{t-1}
-                + b[:, t, :, :, None] * aS[:, :, None, :]  # b_t (a_t^T S_{t-1})
-                + k[:, t, :, :, None] * v[:, t, :, None, :]  # k_t v_t^T
+                d_t[..., None] * S  # diag(exp(w_t)) S_{t-1}
+                + b_t[..., None] * aS[:, :, None, :]  # b_t (a_t^T S_{t-1})
+                + k_t[..., None] * v_t[:, :, None, :]  # k_t v_t^T
             )  # (B, H, K, V)
-            outs.append((r[:, t, :, :, None] * S).sum(-2) * scale)  # (B, H, V): S_t^T r_t
+            outs.append(torch.einsum("bhk,bhkv->bhv", r_t, S) * scale)  # (B, H, V): S_t^T r_t
         o = torch.stack(outs, dim=1)  # (B, T, H, V)
     return o.to(out_dtype), (S if output_final_state else None)
 

@@ -54,9 +54,10 @@ def naive_selective_scan(
     dBu = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # (B, T, E, N): Δ B u
     h = u.new_zeros(batch, E, N)  # (B, E, N)
     ys = []
-    for t in range(T):
-        h = dA[:, t] * h + dBu[:, t]  # (B, E, N)
-        ys.append((h * C[:, t].unsqueeze(1)).sum(-1))  # (B, E): C_t . h_t per channel
+    # unbind, not dA[:, t]: indexing in the loop makes autograd build a full-size zero gradient per step
+    for dA_t, dBu_t, C_t in zip(dA.unbind(1), dBu.unbind(1), C.unbind(1)):
+        h = dA_t * h + dBu_t  # (B, E, N)
+        ys.append(torch.einsum("ben,bn->be", h, C_t))  # (B, E): C_t . h_t per channel
     y = torch.stack(ys, dim=1)  # (B, T, E)
     if D is not None:
         y = y + u * D.to(f)

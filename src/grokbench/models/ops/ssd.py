@@ -56,9 +56,10 @@ def naive_ssd(
     dtx = (dt.unsqueeze(-1) * x).unsqueeze(-1)  # (B, T, H, P, 1): Δ x
     h = x.new_zeros(batch, H, P, N)  # (B, H, P, N)
     ys = []
-    for t in range(T):
-        h = dA[:, t, :, None, None] * h + dtx[:, t] * B[:, t, :, None, :]  # (B, H, P, N)
-        ys.append((h * C[:, t, :, None, :]).sum(-1))  # (B, H, P)
+    # unbind, not x[:, t]: indexing in the loop makes autograd build a full-size zero gradient per step
+    for dA_t, dtx_t, B_t, C_t in zip(dA.unbind(1), dtx.unbind(1), B.unbind(1), C.unbind(1)):
+        h = dA_t[:, :, None, None] * h + dtx_t * B_t[:, :, None, :]  # (B, H, P, N)
+        ys.append(torch.einsum("bhpn,bhn->bhp", h, C_t))  # (B, H, P)
     y = torch.stack(ys, dim=1)  # (B, T, H, P)
     if D is not None:
         D = D.to(f)
