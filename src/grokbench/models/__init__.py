@@ -20,6 +20,7 @@ import torch.nn as nn
 from grokbench.models.gpt import GPT, GPTConfig
 from grokbench.models.llama import Llama, LlamaConfig
 from grokbench.models.mamba import Mamba, Mamba2, Mamba2Config, MambaConfig
+from grokbench.models.presets import PRESETS, expand_preset
 from grokbench.models.rwkv import RWKV6, RWKV7, RWKV6Config, RWKV7Config
 
 # keyword arguments every builder takes, supplied by build_model's caller, not by the spec
@@ -100,6 +101,7 @@ def build_model(spec: dict, vocab_size: int, block_size: int, where: str = "mode
     """
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: model spec must be a mapping, got {type(spec).__name__}")
+    spec = expand_preset(spec, where)
     if "family" not in spec:
         raise ValueError(f"{where}: missing key 'family'; known: {', '.join(sorted(FAMILIES))}")
     family = spec["family"]
@@ -143,6 +145,7 @@ __all__ = [
     "FAMILIES",
     "GPT",
     "GPTConfig",
+    "PRESETS",
     "build_model",
     "check_model_spec",
     "count_params",

@@ -1,0 +1,95 @@
+"""Retention (RetNet's multi-scale retention, Sun et al. 2023): linear attention with a fixed decay
+gamma_h per head.
+
+Per batch element and head h, with gamma_h = 1 - 2^(-5 - h) (h = 0..H-1), the recurrent form
+
+    S_t = gamma_h S_{t-1} + k_t v_t^T,    o_t = scale * S_t^T q_t        (S_0 = 0, S of shape (K, V))
+
+equals the parallel form used here, o = scale * ((q k^T) * D) v with D[t, s] = gamma_h^(t - s) for
+s <= t and 0 above the diagonal (causal). `scale` defaults to K^-1/2.
+
+Layouts: q, k are (B, T, H, K), v is (B, T, H, V), the output (B, T, H, V): flash-linear-attention's
+(fla 0.6) layout.
+
+Written for grokbench after reading, not copying, the RetNet paper (section 2.1, the parallel
+representation) and fla-org/flash-linear-attention 0.6: fla/ops/retention/naive.py (`naive_retention`,
+the reference the tests compare with; it takes (B, H, T, D)) and fla/ops/retention/{chunk,
+fused_recurrent}.py (the kernels `retention` dispatches to, which use the same per-head decays).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..backends import use_kernels
+from .gla import compute_dtype
+
+KERNEL_MODULE = "fla.ops.retention"
+
+# Without a gradient and up to this length, fla's fused_recurrent kernel runs (as fla's
+# MultiScaleRetention layer does); with a gradient or beyond it, the chunk kernel.
+FUSED_RECURRENT_MAX_LEN = 64
+
+
+def retention_log_decay(n_head: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """log gamma_h = log(1 - 2^(-5 - h)) for h = 0..n_head-1, shape (n_head,)."""
+    h = torch.arange(n_head, dtype=dtype, device=device)
+    return torch.log1p(-torch.exp2(-5.0 - h))
+
+
+def naive_retention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
+) -> torch.Tensor:
+    """The parallel form of the module docstring, in pure PyTorch.
+
+    Computed in float32 (float64 for float64 inputs) with autocast off; the output has v's dtype.
+    """
+    out_dtype = v.dtype
+    dtype = compute_dtype(q, k, v)
+    B, T, H, K = q.shape
+    if scale is None:
+        scale = K**-0.5
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        q, k, v = (x.to(dtype) for x in (q, k, v))
+        pos = torch.arange(T, device=q.device)
+        dist = (pos[:, None] - pos[None, :]).to(dtype)  # (T, T): t - s
+        causal = pos[:, None] >= pos[None, :]  # (T, T)
+        log_decay = retention_log_decay(H, dtype, q.device)[:, None, None] * dist  # (H, T, T)
+        # exp of -inf above the diagonal: the masked entries are exact zeros, never exp of a large number
+        D = torch.where(causal, log_decay, torch.full_like(log_decay, float("-inf"))).exp()  # (H, T, T)
+        scores = torch.einsum("bthk,bshk->bhts", q, k) * (D * scale)  # (B, H, T, T)
+        o = torch.einsum("bhts,bshv->bthv", scores, v)  # (B, T, H, V)
+    return o.to(out_dtype)
+
+
+def retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Retention (module docstring) through fla's kernels or `naive_retention`, as `backend` says.
+
+    The kernel path casts q and k to v's dtype (fla's kernels expect one dtype); it runs chunk_retention
+    when a gradient is needed or the sequence is longer than FUSED_RECURRENT_MAX_LEN, else
+    fused_recurrent_retention, as fla's MultiScaleRetention layer does.
+    """
+    if use_kernels(backend, KERNEL_MODULE, q):
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            return _retention_kernel(q, k, v, scale)
+    return naive_retention(q, k, v, scale)
+
+
+def _retention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
+    from fla.ops.retention import chunk_retention, fused_recurrent_retention
+
+    q, k = q.to(v.dtype), k.to(v.dtype)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5  # fla's default too
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
+    if needs_grad or q.shape[1] > FUSED_RECURRENT_MAX_LEN:
+        o, _ = chunk_retention(q=q, k=k, v=v, scale=scale)
+    else:
+        o, _ = fused_recurrent_retention(q=q, k=k, v=v, scale=scale)
+    return o  # (B, T, H, V)
