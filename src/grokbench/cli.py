@@ -111,6 +111,16 @@ def cmd_plot(args) -> None:
     figure(summary, args.pdf, args.png)
 
 
+def cmd_bench_backends(args) -> None:
+    import torch
+
+    from .bench import bench_backends
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"device: {device}; torch {torch.__version__}; {args.preset}, batch {args.batch}, seq {args.seq}")
+    bench_backends(args.preset, args.batch, args.seq, args.vocab, args.repeats, args.families)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grokbench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -158,6 +168,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pdf", required=True, type=Path)
     s.add_argument("--png", required=True, type=Path)
     s.set_defaults(func=cmd_plot)
+
+    s = sub.add_parser("bench-backends", help="time each family's training step per backend")
+    s.add_argument("--preset", default="tiny")
+    s.add_argument("--batch", type=int, default=128)
+    s.add_argument("--seq", type=int, default=6)
+    s.add_argument("--vocab", type=int, default=1107)
+    s.add_argument("--repeats", type=int, default=10)
+    s.add_argument("--families", nargs="*", help="only these families")
+    s.set_defaults(func=cmd_bench_backends)
     return p
 
 

@@ -18,6 +18,16 @@ import torch
 import torch.nn as nn
 
 from grokbench.models.gpt import GPT, GPTConfig
+from grokbench.models.linear_attention import (
+    GLA,
+    HGRN2,
+    DeltaNet,
+    DeltaNetConfig,
+    GLAConfig,
+    HGRN2Config,
+    RetNet,
+    RetNetConfig,
+)
 from grokbench.models.llama import Llama, LlamaConfig
 from grokbench.models.mamba import Mamba, Mamba2, Mamba2Config, MambaConfig
 from grokbench.models.presets import PRESETS, expand_preset
@@ -46,6 +56,10 @@ FAMILIES: dict[str, Callable[..., nn.Module]] = {
     "mamba2": _from_config(Mamba2, Mamba2Config),
     "rwkv6": _from_config(RWKV6, RWKV6Config),
     "rwkv7": _from_config(RWKV7, RWKV7Config),
+    "gla": _from_config(GLA, GLAConfig),
+    "retnet": _from_config(RetNet, RetNetConfig),
+    "deltanet": _from_config(DeltaNet, DeltaNetConfig),
+    "hgrn2": _from_config(HGRN2, HGRN2Config),
 }
 
 

@@ -50,8 +50,9 @@ Choices and simplifications, where fla leaves room or does more:
 - The L2 norm of q/k, the sigmoid of beta and the decay are computed in PyTorch, not fused into the
   kernels (fla's use_qk_l2norm_in_kernel / use_gate_in_kernel): same math, eps 1e-6 as fla's l2norm.
 - HGRN2's lower bounds (fla: a model parameter, softmax over layers, cumulated, minus the first) are one
-  module shared by the mixers of layers 1..n_layer-1; layer 0 has none. With share="all" the one shared
-  block is layer 0, so there is no lower bound at any depth.
+  module shared by the mixers of all layers; layer i reads row i, and layer 0's bound is 0 (no bound).
+  With share="all" the one shared block is layer 0, so there is no lower bound at any depth (and no
+  lower-bound parameter).
 - MLP hidden size: `mlp_hidden` if given, else int(hidden_ratio * d_model * 2 / 3) rounded up to a
   multiple of `multiple_of` (fla: of 256, which inflates the MLP at the study's widths; 32 here as in
   our Llama). hidden_ratio defaults as fla's models: 4, RetNet 2.
@@ -434,7 +435,7 @@ class HGRN2Mixer(nn.Module):
         self.q_conv1d = _short_conv(config, d, silu=False)
         self.f_conv1d = _short_conv(config, d, silu=False)
         self.i_conv1d = _short_conv(config, d, silu=False)
-        self.lower_bounds = lower_bounds  # shared by the mixers of layers 1..n_layer-1
+        self.lower_bounds = lower_bounds  # shared by the mixers of every layer
         # over the whole width, not per head; eps 1e-5 whatever norm_eps says, as fla's layer (its fused
         # rms_norm_linear is called without an eps and defaults to 1e-5)
         self.o_norm = RMSNorm(d, HGRN2_OUTPUT_NORM_EPS)
@@ -447,7 +448,7 @@ class HGRN2Mixer(nn.Module):
         f = _project(x, self.f_proj, self.f_conv1d)  # (B, T, C)
         v = _project(x, self.i_proj, self.i_conv1d)  # (B, T, C)
         g = F.logsigmoid(_upcast(f))  # log forget gate
-        if self.lower_bounds is not None:
+        if self.lower_bounds is not None and self.layer_idx > 0:  # layer 0's bound is 0: no bound
             lb = self.lower_bounds()[self.layer_idx].to(g.dtype)  # (C,), in (0, 1)
             g = torch.logaddexp(lb.log(), torch.log1p(-lb) + g)  # forget gate lb + (1 - lb) f, as a log
         k = -torch.expm1(g)  # keys: 1 - forget gate
@@ -542,7 +543,8 @@ class HGRN2(LinearAttentionLM):
     config: HGRN2Config
 
     def mixers(self, config: HGRN2Config) -> Callable[[int], nn.Module]:
-        # layers 1.. get a lower bound; with share="all" only layer 0 is built
+        # one module for every layer (layer 0 reads a bound of 0: none); with share="all" only layer 0 is
+        # built, so there is none
         used = config.use_lower_bound and config.n_layer > 1 and config.share != "all"
         bounds = HGRN2LowerBounds(config.n_layer, config.d_model) if used else None
-        return lambda i: HGRN2Mixer(config, i, bounds if i > 0 else None)
+        return lambda i: HGRN2Mixer(config, i, bounds)

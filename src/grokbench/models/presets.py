@@ -19,6 +19,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         "rwkv6": {"n_layer": 2, "d_model": 104, "head_size": 26},
         "mamba": {"n_layer": 4, "d_model": 120},
         "mamba2": {"n_layer": 4, "d_model": 128, "headdim": 32, "d_state": 16},
+        "gla": {"n_layer": 2, "d_model": 128, "n_head": 4},
+        "retnet": {"n_layer": 2, "d_model": 128, "n_head": 4},
+        "deltanet": {"n_layer": 2, "d_model": 112, "n_head": 4},  # values 2x wide (expand_v=2)
+        "hgrn2": {"n_layer": 2, "d_model": 128, "n_head": 4},
     },
     "paper": {
         "gpt": {"n_layer": 8, "d_model": 768, "n_head": 12},
@@ -27,6 +31,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         "rwkv6": {"n_layer": 8, "d_model": 704, "head_size": 64},
         "mamba": {"n_layer": 16, "d_model": 768},
         "mamba2": {"n_layer": 16, "d_model": 768, "headdim": 64},
+        "gla": {"n_layer": 8, "d_model": 768, "n_head": 12},
+        "retnet": {"n_layer": 8, "d_model": 768, "n_head": 12},
+        "deltanet": {"n_layer": 8, "d_model": 672, "n_head": 12},
+        "hgrn2": {"n_layer": 8, "d_model": 768, "n_head": 12},
     },
 }
 

@@ -90,9 +90,9 @@ def gated_delta_rule(
     `backend` says: fla.ops.gated_delta_rule with a gate, fla.ops.delta_rule without.
 
     The kernel path (kernel choice: FUSED_RECURRENT_MAX_LEN above) casts every input to v's dtype (fla's
-    layers feed its kernels one dtype). q and k go in as given (the caller normalizes them; the kernels'
-    own L2 norm is off), g as a log decay (the kernels' fused gate activation is off) and beta as is (its
-    fused sigmoid is off).
+    layers feed its kernels one dtype) and runs with autocast off. q and k go in as given (the caller
+    normalizes them; the kernels' own L2 norm is off), g as a log decay (the kernels' fused gate
+    activation is off) and beta as is (its fused sigmoid is off).
     """
     module = KERNEL_MODULE if g is None else GATED_KERNEL_MODULE
     if use_kernels(backend, module, q):

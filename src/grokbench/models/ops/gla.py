@@ -74,8 +74,9 @@ def gla(
     """GLA (module docstring) through fla's kernels or `naive_gla`, as `backend` says (see backends.py).
 
     The kernel path casts every input to v's dtype (the projections' dtype: bfloat16 under autocast), as
-    fla's layers feed its kernels one dtype; it runs fused_recurrent_gla up to FUSED_RECURRENT_MAX_LEN
-    tokens and chunk_gla beyond, as fla's GLA layer does.
+    fla's layers feed its kernels one dtype, and runs with autocast off (the torch code around fla's
+    kernels then keeps those dtypes); it runs fused_recurrent_gla up to FUSED_RECURRENT_MAX_LEN tokens
+    and chunk_gla beyond, as fla's GLA layer does.
     """
     if use_kernels(backend, KERNEL_MODULE, q):
         with torch.autocast(device_type=q.device.type, enabled=False):

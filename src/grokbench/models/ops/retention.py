@@ -26,8 +26,11 @@ from .gla import compute_dtype
 
 KERNEL_MODULE = "fla.ops.retention"
 
-# Without a gradient and up to this length, fla's fused_recurrent kernel runs (as fla's
-# MultiScaleRetention layer does); with a gradient or beyond it, the chunk kernel.
+# Up to this length fla's fused_recurrent kernel runs (it has a backward: the kernel fla's GLA layer
+# trains with at these lengths), beyond it the chunk kernel. fla's MultiScaleRetention layer takes the
+# chunk kernel whenever a gradient is needed; here its backward crashed with an illegal memory access in
+# a whole-model test at the study's shape (B=64, T=8, bfloat16; fla 0.6.0, Triton 3.6.0, H200), so the
+# short sequences train through fused_recurrent as GLA's do.
 FUSED_RECURRENT_MAX_LEN = 64
 
 
@@ -71,9 +74,8 @@ def retention(
 ) -> torch.Tensor:
     """Retention (module docstring) through fla's kernels or `naive_retention`, as `backend` says.
 
-    The kernel path casts q and k to v's dtype (fla's kernels expect one dtype); it runs chunk_retention
-    when a gradient is needed or the sequence is longer than FUSED_RECURRENT_MAX_LEN, else
-    fused_recurrent_retention, as fla's MultiScaleRetention layer does.
+    The kernel path casts q and k to v's dtype (fla's kernels expect one dtype), with autocast off; it
+    runs fused_recurrent_retention up to FUSED_RECURRENT_MAX_LEN tokens and chunk_retention beyond.
     """
     if use_kernels(backend, KERNEL_MODULE, q):
         with torch.autocast(device_type=q.device.type, enabled=False):
@@ -87,9 +89,8 @@ def _retention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     q, k = q.to(v.dtype), k.to(v.dtype)
     if scale is None:
         scale = q.shape[-1] ** -0.5  # fla's default too
-    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
-    if needs_grad or q.shape[1] > FUSED_RECURRENT_MAX_LEN:
-        o, _ = chunk_retention(q=q, k=k, v=v, scale=scale)
-    else:
+    if q.shape[1] <= FUSED_RECURRENT_MAX_LEN:
         o, _ = fused_recurrent_retention(q=q, k=k, v=v, scale=scale)
+    else:
+        o, _ = chunk_retention(q=q, k=k, v=v, scale=scale)
     return o  # (B, T, H, V)
