@@ -156,3 +156,43 @@ def test_bad_config_rejected_before_any_job(tmp_path):
     assert out.returncode != 0
     assert "config.datasets.a.n_entites: unknown parameter" in out.stderr + out.stdout
     assert not (tmp_path / "results").exists()
+
+
+def audit(workdir: Path, target: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "grokbench", "audit", target]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=120)
+
+
+def test_audit_walks_back_and_names_changed_files(study):
+    """Runs last in this module: it alters files (and puts them back)."""
+    workdir, _ = study
+    for target in ("results/figures/curves.png", "results/summary/summary.csv"):
+        out = audit(workdir, target)
+        assert out.returncode == 0, out.stdout + out.stderr
+        # the walk reaches every run and every dataset behind the output
+        assert "results/data/a.parquet" in out.stdout and "results/data/b.parquet" in out.stdout
+        assert out.stdout.count("run.json  [") == 4
+    for victim in ("results/data/b.parquet", "results/runs/a/gpt/default/seed1/metrics.parquet"):
+        path = workdir / victim
+        original, stat = path.read_bytes(), path.stat()
+        changed = bytearray(original)
+        changed[len(changed) // 2] ^= 0xFF  # one byte
+        path.write_bytes(bytes(changed))
+        try:
+            out = audit(workdir, "results/figures/grokking.png")
+            assert out.returncode == 1
+            assert f"CHANGED  input  {victim}" in out.stdout or f"CHANGED  output {victim}" in out.stdout
+        finally:
+            path.write_bytes(original)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert audit(workdir, "results/figures/grokking.png").returncode == 0
+    missing = workdir / "results/runs/b/gpt/default/seed0/run.json"
+    saved = missing.read_bytes()
+    missing.unlink()
+    try:
+        out = audit(workdir, "results/summary/summary.parquet")
+        assert (
+            out.returncode == 1 and "MISSING  input  results/runs/b/gpt/default/seed0/run.json" in out.stdout
+        )
+    finally:
+        missing.write_bytes(saved)

@@ -31,27 +31,17 @@ def cmd_validate(args) -> None:
 
 def cmd_data(args) -> None:
     from . import provenance
-    from .io import sha256_file, write_json
     from .tasks import generate
     from .tasks.base import write_dataset
 
     started = provenance.now()
     ds = generate(args.task, args.params)
     write_dataset(ds, args.out)
-    counts = ds.facts.groupby(["split", "kind"]).size()
-    prov = provenance.record(
-        "data",
-        config={"task": args.task, **args.params},
-        inputs={},
-        content_hash=ds.meta.get("content_hash"),
-        outputs={str(args.out): sha256_file(args.out)},
-        counts={f"{s}/{k}": int(n) for (s, k), n in counts.items()},
-        started=started,
-        finished=provenance.now(),
-    )
+    counts = {f"{s}/{k}": int(n) for (s, k), n in ds.facts.groupby(["split", "kind"]).size().items()}
     if args.provenance:
-        write_json(args.provenance, prov)
-    print(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in prov["counts"].items()))
+        write_record("data", args.provenance, {"task": args.task, **args.params}, [], [args.out], started,
+                     content_hash=ds.meta.get("content_hash"), counts=counts)  # fmt: skip
+    print(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 def cmd_train(args) -> None:
@@ -89,26 +79,61 @@ def cmd_analyze(args) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from . import provenance
     from .analysis import AnalysisConfig, summarize
     from .io import atomic_path
 
+    started = provenance.now()
     summary = summarize(args.runs, AnalysisConfig.from_dict(args.analysis))
     with atomic_path(args.out_parquet) as tmp:
         pq.write_table(pa.Table.from_pandas(summary, preserve_index=False), tmp)
     with atomic_path(args.out_csv) as tmp:
         summary.to_csv(tmp, index=False)
+    if args.provenance:
+        inputs = [d / name for d in args.runs for name in ("metrics.parquet", "run.json")]
+        write_record("analysis", args.provenance, {"analysis": args.analysis}, inputs,
+                     [args.out_parquet, args.out_csv], started)  # fmt: skip
     cols = ["run_id", "memorization_step", "ood_generalization_step", "grokked"]
     print(summary[cols].to_string(index=False))
+
+
+def write_record(stage, path, config, inputs, outputs, started, **extra) -> None:
+    """Write the provenance record of `outputs`, made by `stage` from `inputs` (paths)."""
+    from . import provenance
+    from .io import sha256_file, write_json
+
+    def hashes(paths):
+        return {str(p): sha256_file(p) for p in paths}
+
+    record = provenance.record(stage, config=config, inputs=hashes(inputs), outputs=hashes(outputs),
+                               started=started, finished=provenance.now(), **extra)  # fmt: skip
+    write_json(path, record)
 
 
 def cmd_plot(args) -> None:
     import pandas as pd
 
-    from . import plots
+    from . import plots, provenance
 
+    started = provenance.now()
     summary = pd.read_parquet(args.summary)
     figure = {"curves": plots.plot_curves, "grokking": plots.plot_grokking}[args.figure]
     figure(summary, args.pdf, args.png)
+    if args.provenance:
+        inputs = [args.summary, *(Path(d) / "metrics.parquet" for d in summary["run_dir"])]
+        write_record("plots", args.provenance, {"figure": args.figure}, inputs, [args.pdf, args.png], started)
+
+
+def cmd_audit(args) -> int:
+    from .audit import audit
+
+    result = audit(args.path, args.root)
+    print("\n".join(result.lines))
+    if result.problems:
+        print(f"\n{len(result.problems)} problem(s):", *result.problems, sep="\n  ")
+        return 1
+    print("\neverything matches its provenance record")
+    return 0
 
 
 def cmd_bench_backends(args) -> None:
@@ -160,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--analysis", type=_json, default={})
     s.add_argument("--out-parquet", required=True, type=Path)
     s.add_argument("--out-csv", required=True, type=Path)
+    s.add_argument("--provenance", type=Path, help="where to write the provenance record")
     s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("plot", help="render one figure from the summary")
@@ -167,7 +193,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--summary", required=True, type=Path)
     s.add_argument("--pdf", required=True, type=Path)
     s.add_argument("--png", required=True, type=Path)
+    s.add_argument("--provenance", type=Path, help="where to write the provenance record")
     s.set_defaults(func=cmd_plot)
+
+    s = sub.add_parser("audit", help="check an output against the provenance of everything it came from")
+    s.add_argument("path", type=Path, help="a figure, summary, run file or dataset")
+    s.add_argument("--root", type=Path, default=Path("."), help="folder the recorded paths are relative to")
+    s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser("bench-backends", help="time each family's training step per backend")
     s.add_argument("--preset", default="tiny")
@@ -183,8 +215,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except ValueError as e:  # bad input: a clear message, no traceback
         print(f"grokbench {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0

@@ -9,6 +9,11 @@ rule summary:
             caption="../report/summary.rst",
             category="Summary",
         ),
+        provenance=report(
+            f"{RESULTS}/summary/summary.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+        ),
     params:
         runs=lambda w, input: [str(Path(p).parent) for p in input.info],
         analysis=as_json(config["analysis"]),
@@ -19,4 +24,5 @@ rule summary:
         f"{RESULTS}/logs/summary.log",
     shell:
         "python -m grokbench analyze --runs {params.runs} --analysis {params.analysis:q}"
-        " --out-parquet {output.parquet} --out-csv {output.csv} > {log} 2>&1"
+        " --out-parquet {output.parquet} --out-csv {output.csv}"
+        " --provenance {output.provenance} > {log} 2>&1"

@@ -1,7 +1,11 @@
 rule dataset:
     output:
         data=f"{RESULTS}/data/{{dataset}}.parquet",
-        provenance=f"{RESULTS}/data/{{dataset}}.provenance.json",
+        provenance=report(
+            f"{RESULTS}/data/{{dataset}}.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+        ),
     params:
         task=lambda w: config["datasets"][w.dataset]["task"],
         params=lambda w: as_json(

@@ -14,6 +14,11 @@ for _figure in FIGURES:
                 caption=f"../report/{_figure}.rst",
                 category="Figures",
             ),
+            provenance=report(
+                f"{RESULTS}/figures/{_figure}.provenance.json",
+                caption="../report/provenance.rst",
+                category="Provenance",
+            ),
         params:
             figure=_figure,
             code=code_fingerprint("plots"),
@@ -23,4 +28,4 @@ for _figure in FIGURES:
             f"{RESULTS}/logs/figures/{_figure}.log",
         shell:
             "python -m grokbench plot {params.figure} --summary {input.summary}"
-            " --pdf {output.pdf} --png {output.png} > {log} 2>&1"
+            " --pdf {output.pdf} --png {output.png} --provenance {output.provenance} > {log} 2>&1"

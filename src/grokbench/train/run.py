@@ -87,10 +87,7 @@ def run(
         wall_seconds=round(time.perf_counter() - t0, 3),
         started=started,
         finished=provenance.now(),
-        outputs={
-            METRICS: sha256_file(out_dir / METRICS),
-            CHECKPOINT: sha256_file(out_dir / CHECKPOINT),
-        },
+        outputs={str(out_dir / name): sha256_file(out_dir / name) for name in (METRICS, CHECKPOINT)},
     )
     write_json(out_dir / RUN_INFO, info)
     checkpoint.remove()
