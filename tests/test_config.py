@@ -19,6 +19,14 @@ def test_default_config_is_valid():
     assert {c.seed for c in cells} >= {0, 1}
 
 
+def test_paper_config_is_valid():
+    cfg = config.load(REPO / "config" / "paper.yaml")
+    cells = config.cells(cfg)
+    assert {c.model for c in cells} == {"gpt", "llama", "rwkv", "mamba"}
+    assert all(len({c.seed for c in cells if c.model == m}) >= 3 for m in ("gpt", "llama", "rwkv", "mamba"))
+    assert cfg["datasets"]["cmp"]["n_entities"] == 1000 and cfg["datasets"]["cmp"]["phi"] == 12.6
+
+
 def test_defaults_filled(tiny_config):
     cfg = config.validate(tiny_config)
     assert cfg["results"] == "results"
