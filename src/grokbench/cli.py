@@ -68,6 +68,7 @@ def cmd_train(args) -> None:
             cell=cell,
             progress=not args.no_progress,
             checkpoint_every=args.checkpoint_every,
+            checkpoint_minutes=args.checkpoint_minutes,
         )
     except Interrupted as e:
         print(f"grokbench train: {e}; rerun the same command to resume", file=sys.stderr)
@@ -175,7 +176,13 @@ def parser() -> argparse.ArgumentParser:
         "--checkpoint-every",
         type=int,
         default=0,
-        help="save a resumable state every N steps (also on SIGTERM/SIGUSR1); 0: only on a signal",
+        help="save a resumable state every N steps (0: not by steps)",
+    )
+    s.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        help="save a resumable state after this much wall time (0: not by time); always on SIGTERM/SIGUSR1",
     )
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_train)

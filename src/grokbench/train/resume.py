@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,12 @@ class Interrupted(Exception):
 
 
 class Checkpointer:
-    def __init__(self, path: str | Path, fingerprint: str, every: int = 0):
+    def __init__(self, path: str | Path, fingerprint: str, every: int = 0, minutes: float = 0.0):
         self.path = Path(path)
         self.fingerprint = fingerprint
-        self.every = every  # steps between periodic checkpoints; 0: only on a stop signal
+        self.every = every  # steps between periodic checkpoints (0: not by steps)
+        self.seconds = 60.0 * minutes  # wall time between periodic checkpoints (0: not by time)
+        self.last_save = time.monotonic()
         self.stop_requested = False
         self._previous: dict[int, Any] = {}
 
@@ -56,11 +59,16 @@ class Checkpointer:
 
     # --- state ---------------------------------------------------------------------------------
     def due(self, step: int) -> bool:
-        return self.stop_requested or (self.every > 0 and step > 0 and step % self.every == 0)
+        """Save now? On a stop signal, every `every` steps, or after `minutes` of wall time. When a
+        state is saved does not change the results: resuming from any step continues exactly."""
+        by_steps = self.every > 0 and step > 0 and step % self.every == 0
+        by_time = self.seconds > 0 and time.monotonic() - self.last_save >= self.seconds
+        return self.stop_requested or by_steps or by_time
 
     def save(self, state: dict[str, Any]) -> None:
         with atomic_path(self.path) as tmp:
             torch.save({"fingerprint": self.fingerprint, **state}, tmp)
+        self.last_save = time.monotonic()
 
     def load(self) -> dict[str, Any] | None:
         """The saved state if there is one for this run's fingerprint, else None."""

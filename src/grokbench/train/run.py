@@ -35,6 +35,7 @@ def run(
     cell: dict[str, Any] | None = None,
     progress: bool = True,
     checkpoint_every: int = 0,
+    checkpoint_minutes: float = 10.0,
 ) -> dict[str, Any]:
     """Train one run and write its outputs into `out_dir`.
 
@@ -62,7 +63,7 @@ def run(
         "code": provenance.code_fingerprint("train"),
     }
     fingerprint = sha256_bytes(json.dumps(what, sort_keys=True, default=str).encode())
-    checkpoint = Checkpointer(out_dir / RESUME, fingerprint, every=checkpoint_every)
+    checkpoint = Checkpointer(out_dir / RESUME, fingerprint, checkpoint_every, checkpoint_minutes)
     t0 = time.perf_counter()
     result = train(model_fn, t, cfg, seed, desc=run_id, progress=progress, checkpoint=checkpoint)
     n_params = count_params(result.model)
