@@ -34,6 +34,16 @@ def _accepts(tp: Any, value: Any) -> bool:
     return isinstance(value, tp)
 
 
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass a field holds: `tp` itself, or the one dataclass of a union such as `X | None`."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
 def type_name(tp: Any) -> str:
     if typing.get_origin(tp) is None and hasattr(tp, "__name__"):
         return tp.__name__
@@ -54,8 +64,9 @@ def from_dict(cls: type[T], d: dict[str, Any], where: str) -> T:
         tp = hints[key]
         if not _accepts(tp, value):
             raise ValueError(f"{where}.{key}={value!r}: expected {type_name(tp)}, got {type(value).__name__}")
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-            value = from_dict(tp, value, f"{where}.{key}")
+        sub = _dataclass_in(tp)
+        if sub is not None and isinstance(value, dict):
+            value = from_dict(sub, value, f"{where}.{key}")
         elif isinstance(value, list) and typing.get_origin(tp) is tuple:
             value = tuple(value)
         kwargs[key] = value

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..params import from_dict
+from .accelerators import AcceleratorConfig
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TrainConfig:
     # elementwise scans fuse), no gain for attention models; costs ~15-50 s of compilation per run
     compile: bool = False
     eval: EvalSchedule = field(default_factory=EvalSchedule)
+    accelerators: AcceleratorConfig = field(default_factory=AcceleratorConfig)  # all off by default
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "training") -> TrainConfig:
@@ -80,6 +82,7 @@ class TrainConfig:
         for key in ("dense_every", "every", "max_size", "batch_size"):
             need(getattr(self.eval, key) >= 1, f"eval.{key}", "an integer >= 1")
         need(self.eval.dense_until >= 0, "eval.dense_until", "an integer >= 0")
+        self.accelerators.check(f"{where}.accelerators")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .accelerators import Accelerators
 from .config import TrainConfig
 from .data import IGNORE, Tensors
 from .resume import Checkpointer, Interrupted, rng_states, set_rng_states
@@ -81,10 +82,6 @@ class BatchSampler:
         return torch.cat(parts)
 
 
-def answer_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE)
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, t: Tensors, batch_size: int, amp) -> dict[str, tuple[float, float]]:
     """Per split: (mean answer-token loss, exact-match accuracy of the greedy answer).
@@ -142,6 +139,7 @@ def train(
     t = t.to(device)
     amp = autocast(device, cfg.precision)
     opt, sched = make_optimizer(model, cfg, device)
+    accel = Accelerators(cfg.accelerators)  # Grokfast, perpendicular gradient, StableMax, wd schedule
     sampler = BatchSampler(t, cfg, seed)
     eval_steps = set(cfg.eval.steps(cfg.steps))
     rows: list[dict] = []
@@ -152,6 +150,7 @@ def train(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         sampler.gen.set_state(state["sampler"])
+        accel.load_state_dict(state["accelerators"])
         set_rng_states(state["rng"])
         rows, first_step, spent = state["metrics"], state["step"], state["elapsed"]
     start = time.perf_counter() - spent
@@ -178,6 +177,7 @@ def train(
                         optimizer=opt.state_dict(),
                         scheduler=sched.state_dict(),
                         sampler=sampler.gen.get_state(),
+                        accelerators=accel.state_dict(),
                         rng=rng_states(),
                         metrics=rows,
                         step=step,
@@ -196,11 +196,13 @@ def train(
             idx = sampler().to(device)
             with amp:
                 logits = forward(t.x[idx])
-            loss = answer_loss(logits, t.y[idx])
+            loss = accel.loss_fn(logits, t.y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            accel.after_backward(model)  # gradient filter, then perpendicular projection
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            accel.before_step(opt, step)  # scheduled weight decay
             opt.step()
             sched.step()
             if progress and (step % 50 == 0):
