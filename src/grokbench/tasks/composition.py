@@ -1,0 +1,365 @@
+"""The k-hop composition task, after the two-hop composition task of Wang, Yue, Su, Sun 2024.
+
+Reference: repository OSU-NLP-Group/GrokkedTransformer, `composition.ipynb` (ANCHORS.md section 2).
+
+World. Every entity `<e_h>` has `n_relations_per_entity` distinct outgoing relations, drawn uniformly
+from `n_relations`; each (entity, relation) points to a tail drawn uniformly from all entities (self
+loops allowed, as in the reference). Atomic fact: `<e_h><r_j>` -> `<e_t>`. Inferred fact (a `hops`-hop
+path, hops in 2..4): `<e_h><r_1>...<r_k>` -> `<e_t>`, where each `r_i` is an outgoing relation of the
+entity reached after i-1 hops; every such path is a distinct question with a unique answer.
+
+ID / OOD (as in the reference, at the level of atomic facts): round(ood_ratio * number of atomic
+facts) atomic facts, drawn uniformly, are OOD; the rest are ID. All atomic facts (ID and OOD) are
+trained on. A path is ID when all its hops are ID atomic facts and OOD when all its hops are OOD;
+mixed paths are dropped. The ID paths are split round(train_ratio * |ID paths|) / rest into a
+training pool and a held-out ID pool (the reference flips a 0.995 coin per path; here the count is
+exact). Training inferred facts: round(phi * number of ID atomic facts) drawn from the training pool;
+`test_inferred_id`: `test_size` held-out ID paths; `test_inferred_ood`: `test_size` OOD paths.
+
+Pool sizes depend on the draw (which facts are OOD, where tails point), so `check_params` draws the
+world (cheap: n_entities x n_relations_per_entity) and checks that phi and test_size fit the pools of
+this seed; the errors give the pool sizes. Paths are counted per start entity by dynamic programming
+and sampled by index (`unrank_paths`), so no path list is materialized (4-hop paths of the reference
+world are 2000 x 20^4 = 3.2e8).
+
+This module also holds the helpers shared by the tasks added after `comparison` (parameter parsing,
+rows of the facts table, the finished `Dataset`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .base import Dataset, Vocab, dataset_hash, facts_frame
+
+TASK = "composition"
+GENERATOR_VERSION = "composition/1"
+SPECIALS = ("<mask>", "<sep>", "<a>", "</a>", "<q>", "</q>")  # as in the reference vocabularies
+MIN_HOPS, MAX_HOPS = 2, 4
+MAX_PATHS = 1 << 53  # n_entities * n_relations_per_entity ** hops; keeps every count exact in int64/float
+
+
+# --- shared helpers (used by ordering, inverse) ----------------------------------------------------
+
+
+def as_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{key}={value!r}: expected an int, got {type(value).__name__}")
+    return int(value)
+
+
+def as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{key}={value!r}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """Base of the frozen parameter dataclasses: type checks by name, int/float normalization."""
+
+    TASK: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            conv = as_int if f.type in (int, "int") else as_float
+            object.__setattr__(self, f.name, conv(f.name, getattr(self, f.name)))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        """Build from a config mapping; unknown keys and wrong types raise ValueError by name."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"params: expected a mapping, got {type(d).__name__}")
+        known = sorted(f.name for f in dataclasses.fields(cls))
+        for key in d:
+            if key not in known:
+                raise ValueError(f"{key}: unknown parameter for task {cls.TASK!r}; known: {known}")
+        return cls(**d)
+
+    def check_common(self, ratio_names: Sequence[str]) -> None:
+        """Checks shared by all tasks: ratios strictly inside (0, 1), positive test_size, seed >= 0."""
+        for name in ratio_names:
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name}={value}: must be strictly between 0 and 1")
+        if self.test_size < 1:
+            raise ValueError(f"test_size={self.test_size}: must be at least 1")
+        if self.seed < 0:
+            raise ValueError(f"seed={self.seed}: must be non-negative")
+
+
+def fact_rows(
+    vocab: Vocab, split: str, kind: str, group: np.ndarray | str, inputs: np.ndarray, answers: np.ndarray
+) -> dict[str, list]:
+    """Columns of the facts table for token-id matrices `inputs` (n, T_in) and `answers` (n, T_ans)."""
+    toks = np.array(vocab.tokens, dtype=object)
+    inputs = np.asarray(inputs, dtype=np.int64)
+    answers = np.asarray(answers, dtype=np.int64)
+    n = len(inputs)
+
+    def join(ids: np.ndarray) -> list[str]:
+        if n == 0:
+            return []
+        out = toks[ids[:, 0]]
+        for c in range(1, ids.shape[1]):
+            out = out + toks[ids[:, c]]
+        return out.tolist()
+
+    groups = [group] * n if isinstance(group, str) else np.asarray(group, dtype=object).tolist()
+    return {
+        "split": [split] * n,
+        "kind": [kind] * n,
+        "group": groups,
+        "input_ids": inputs.tolist(),
+        "answer_ids": answers.tolist(),
+        "text": join(inputs),
+        "answer": join(answers),
+    }
+
+
+def finish(task: str, version: str, params: TaskParams, vocab: Vocab, parts: list[dict], **extra) -> Dataset:
+    """The `Dataset` of the concatenated row blocks, with meta (task, params, version, hash, extras)."""
+    facts = facts_frame({c: [x for part in parts for x in part[c]] for c in parts[0]})
+    meta = {"task": task, "params": dataclasses.asdict(params), "generator_version": version, **extra}
+    meta["content_hash"] = dataset_hash(facts)
+    return Dataset(facts, vocab, meta)
+
+
+def sample(rng: np.random.Generator, pool_size: int, n: int) -> np.ndarray:
+    """n distinct indices of range(pool_size), in random order."""
+    return rng.choice(pool_size, size=n, replace=False).astype(np.int64)
+
+
+def nth_not_in(r: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """The r-th (0-based) non-negative integer not in `excluded` (sorted, no duplicates)."""
+    shifted = excluded - np.arange(len(excluded), dtype=np.int64)
+    return np.asarray(r, dtype=np.int64) + np.searchsorted(shifted, r, side="right")
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompositionParams(TaskParams):
+    """Defaults: the reference world (2000 entities, 200 relations, out-degree 20, 5% OOD, 99.5%)."""
+
+    TASK: ClassVar[str] = TASK
+
+    n_entities: int = 2000
+    n_relations: int = 200
+    n_relations_per_entity: int = 20
+    hops: int = 2
+    ood_ratio: float = 0.05
+    train_ratio: float = 0.995
+    phi: float = 18.0  # the largest phi of the reference (training inferred per ID atomic fact)
+    test_size: int = 1000
+    seed: int = 0
+
+    @property
+    def n_atomic(self) -> int:
+        return self.n_entities * self.n_relations_per_entity
+
+    @property
+    def n_ood_atomic(self) -> int:
+        return round(self.ood_ratio * self.n_atomic)
+
+    @property
+    def n_id_atomic(self) -> int:
+        return self.n_atomic - self.n_ood_atomic
+
+    @property
+    def n_train_inferred(self) -> int:
+        return round(self.phi * self.n_id_atomic)
+
+    @property
+    def n_paths(self) -> int:
+        return self.n_entities * self.n_relations_per_entity**self.hops
+
+    def check(self) -> None:
+        """Static checks (no draw); `plan` adds the checks that depend on the drawn world."""
+        if self.n_entities < 2:
+            raise ValueError(f"n_entities={self.n_entities}: must be at least 2")
+        if self.n_relations < 1:
+            raise ValueError(f"n_relations={self.n_relations}: must be at least 1")
+        if not 1 <= self.n_relations_per_entity <= self.n_relations:
+            raise ValueError(
+                f"n_relations_per_entity={self.n_relations_per_entity}: must be between 1 and "
+                f"n_relations={self.n_relations}"
+            )
+        if not MIN_HOPS <= self.hops <= MAX_HOPS:
+            raise ValueError(f"hops={self.hops}: must be between {MIN_HOPS} and {MAX_HOPS}")
+        if self.n_paths > MAX_PATHS:
+            raise ValueError(
+                f"hops={self.hops}: n_entities * n_relations_per_entity ** hops = {self.n_paths} paths "
+                f"exceeds {MAX_PATHS}"
+            )
+        self.check_common(("ood_ratio", "train_ratio"))
+        if self.n_ood_atomic < 1 or self.n_id_atomic < 1:
+            raise ValueError(
+                f"ood_ratio={self.ood_ratio}: gives {self.n_ood_atomic} OOD of {self.n_atomic} atomic "
+                "facts; need at least 1 ID and 1 OOD"
+            )
+        if not math.isfinite(self.phi) or self.phi <= 0:
+            raise ValueError(f"phi={self.phi}: must be a positive finite number")
+        if self.n_train_inferred < 1:
+            raise ValueError(f"phi={self.phi}: gives {self.n_train_inferred} training inferred facts")
+
+
+# --- world and path counting ---------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    rel: np.ndarray  # (N, R) int: relation of each outgoing edge, sorted per entity
+    tail: np.ndarray  # (N, R) int: tail entity of each outgoing edge
+    ood: np.ndarray  # (N, R) bool: the atomic fact is OOD
+
+
+def draw_world(p: CompositionParams, rng: np.random.Generator) -> World:
+    n, r = p.n_entities, p.n_relations_per_entity
+    rel = np.sort(np.argsort(rng.random((n, p.n_relations)), axis=1)[:, :r], axis=1)
+    tail = rng.integers(0, n, size=(n, r))
+    ood = np.zeros(n * r, dtype=bool)
+    ood[sample(rng, n * r, p.n_ood_atomic)] = True
+    return World(rel, tail, ood.reshape(n, r))
+
+
+def path_counts(tail: np.ndarray, mask: np.ndarray, hops: int) -> list[np.ndarray]:
+    """counts[j][e]: number of j-hop paths from e that use only edges in `mask` (counts[0] = 1)."""
+    counts = [np.ones(len(tail), dtype=np.int64)]
+    for _ in range(hops):
+        counts.append((mask * counts[-1][tail]).sum(axis=1))
+    return counts
+
+
+def unrank_paths(
+    g: np.ndarray, tail: np.ndarray, mask: np.ndarray, counts: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The g-th masked path (lexicographic in start entity, then edge slots): (head, slots, end).
+
+    slots[:, i] is the edge slot (column of `tail`) taken at hop i.
+    """
+    g = np.asarray(g, dtype=np.int64)
+    hops = len(counts) - 1
+    ends = np.cumsum(counts[hops])
+    e = np.searchsorted(ends, g, side="right")
+    r = g - (ends[e] - counts[hops][e])
+    head = e.copy()
+    slots = np.empty((len(g), hops), dtype=np.int64)
+    for i in range(hops):
+        w = np.cumsum(mask[e] * counts[hops - 1 - i][tail[e]], axis=1)  # (n, R)
+        c = (w <= r[:, None]).sum(axis=1)
+        r = r - np.where(c > 0, w[np.arange(len(g)), np.maximum(c - 1, 0)], 0)
+        slots[:, i] = c
+        e = tail[e, c]
+    return head, slots, e
+
+
+@dataclass
+class Plan:
+    """The drawn world and the pool sizes it gives; the checks that depend on the draw."""
+
+    world: World
+    id_counts: list[np.ndarray]
+    ood_counts: list[np.ndarray]
+    n_id_paths: int
+    n_train_pool: int
+    n_heldout: int
+    n_ood_paths: int
+    rng: np.random.Generator  # the generator after the world's draws: the sampling goes on from here
+
+
+def plan(p: CompositionParams) -> Plan:
+    """Check `p`, draw the world from a fresh generator (left in `Plan.rng`), check the pools."""
+    p.check()
+    rng = np.random.default_rng(p.seed)
+    w = draw_world(p, rng)
+    id_counts = path_counts(w.tail, ~w.ood, p.hops)
+    ood_counts = path_counts(w.tail, w.ood, p.hops)
+    n_id = int(id_counts[-1].sum())
+    n_train_pool = round(p.train_ratio * n_id)
+    n_ood = int(ood_counts[-1].sum())
+    pl = Plan(w, id_counts, ood_counts, n_id, n_train_pool, n_id - n_train_pool, n_ood, rng)
+    where = f"(seed={p.seed}: {n_id} of {p.n_paths} {p.hops}-hop paths have all hops ID, {n_ood} all OOD)"
+    if pl.n_heldout < 1 or n_train_pool < 1:
+        raise ValueError(f"train_ratio={p.train_ratio}: leaves {pl.n_heldout} held-out ID paths {where}")
+    if p.n_train_inferred > n_train_pool:
+        raise ValueError(
+            f"phi={p.phi}: asks for {p.n_train_inferred} training inferred facts but the training pool "
+            f"has {n_train_pool} {where}"
+        )
+    if n_ood < 1:
+        raise ValueError(f"ood_ratio={p.ood_ratio}: no path has all hops OOD {where}")
+    for pool, size in (("held-out ID", pl.n_heldout), ("OOD", n_ood)):
+        if p.test_size > size:
+            raise ValueError(f"test_size={p.test_size}: larger than the {pool} pool ({size} paths) {where}")
+    return pl
+
+
+def check_params(params: Mapping[str, Any]) -> CompositionParams:
+    """Validate a params mapping (drawing the world for the pool sizes); return the parsed params."""
+    p = CompositionParams.from_dict(params)
+    plan(p)
+    return p
+
+
+# --- vocabulary and rows -------------------------------------------------------------------------
+
+
+def build_vocab(p: CompositionParams) -> Vocab:
+    toks = ["<pad>", *SPECIALS]
+    toks += [f"<e_{i}>" for i in range(p.n_entities)]
+    toks += [f"<r_{j}>" for j in range(p.n_relations)]
+    return Vocab(toks)
+
+
+def _entity0() -> int:
+    return 1 + len(SPECIALS)
+
+
+def _path_rows(
+    p: CompositionParams, w: World, vocab: Vocab, split: str, group: str, g, mask, counts
+) -> dict[str, list]:
+    head, slots, end = unrank_paths(g, w.tail, mask, counts)
+    e0, r0 = _entity0(), _entity0() + p.n_entities
+    rels = np.empty_like(slots)
+    e = head
+    for i in range(p.hops):
+        rels[:, i] = w.rel[e, slots[:, i]]
+        e = w.tail[e, slots[:, i]]
+    inputs = np.concatenate([(e0 + head)[:, None], r0 + rels], axis=1)
+    return fact_rows(vocab, split, "inferred", group, inputs, (e0 + end)[:, None])
+
+
+def generate(params: Mapping[str, Any]) -> Dataset:
+    """Generate the composition dataset for `params` (a mapping of `CompositionParams` fields)."""
+    p = CompositionParams.from_dict(params)
+    pl = plan(p)
+    rng = pl.rng
+    w = pl.world
+    vocab = build_vocab(p)
+    e0, r0 = _entity0(), _entity0() + p.n_entities
+
+    heldout = np.sort(sample(rng, pl.n_id_paths, pl.n_heldout))
+    train = nth_not_in(sample(rng, pl.n_train_pool, p.n_train_inferred), heldout)
+    test_id = heldout[sample(rng, pl.n_heldout, p.test_size)]
+    test_ood = sample(rng, pl.n_ood_paths, p.test_size)
+
+    head = np.repeat(np.arange(p.n_entities), p.n_relations_per_entity)
+    atomic_inputs = np.stack([e0 + head, r0 + w.rel.ravel()], axis=1)
+    atomic_group = np.where(w.ood.ravel(), "ood", "id")
+    parts = [
+        fact_rows(vocab, "train", "atomic", atomic_group, atomic_inputs, (e0 + w.tail.ravel())[:, None]),
+        _path_rows(p, w, vocab, "train", "id", train, ~w.ood, pl.id_counts),
+        _path_rows(p, w, vocab, "test_inferred_id", "id", test_id, ~w.ood, pl.id_counts),
+        _path_rows(p, w, vocab, "test_inferred_ood", "ood", test_ood, w.ood, pl.ood_counts),
+    ]
+    pools = {"train": pl.n_train_pool, "test_inferred_id": pl.n_heldout, "test_inferred_ood": pl.n_ood_paths}
+    return finish(TASK, GENERATOR_VERSION, p, vocab, parts, pools=pools)
