@@ -27,6 +27,12 @@ def test_paper_config_is_valid():
     assert cfg["datasets"]["cmp"]["n_entities"] == 1000 and cfg["datasets"]["cmp"]["phi"] == 12.6
 
 
+def test_cpu_study_config_is_valid():
+    cfg = config.load(REPO / "config" / "study-cpu.yaml")
+    assert len(config.cells(cfg)) == 36
+    assert set(cfg["sweeps"]) == {"entities", "value_range", "phi", "accelerators"}
+
+
 def test_defaults_filled(tiny_config):
     cfg = config.validate(tiny_config)
     assert cfg["results"] == "results"

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .params import from_dict
 
@@ -76,7 +77,25 @@ def analyze_run(metrics: pd.DataFrame, cfg: AnalysisConfig) -> dict[str, Any]:
     return out
 
 
-SUMMARY_FIRST = ["run_id", "dataset", "model", "family", "training", "seed", "n_params"]
+SUMMARY_FIRST = ["run_id", "dataset", "model", "family", "training", "seed", "n_params", "task"]
+
+
+def flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"prefix.a.b": 1}; lists become strings so that columns stay scalar."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            out |= flatten(value, name)
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list | tuple) else value
+    return out
+
+
+def dataset_meta(path: str | Path) -> dict[str, Any]:
+    """The generator's meta (task, params, version, hash) from a dataset's Parquet metadata."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta.get(b"grokbench.meta", b"{}"))
 
 
 def summarize(run_dirs: list[str | Path], cfg: AnalysisConfig) -> pd.DataFrame:
@@ -85,15 +104,21 @@ def summarize(run_dirs: list[str | Path], cfg: AnalysisConfig) -> pd.DataFrame:
     for d in map(Path, run_dirs):
         info = json.loads((d / "run.json").read_text())
         metrics = pd.read_parquet(d / "metrics.parquet")
+        (data_path,) = info["inputs"]  # a run has one input: its dataset
+        meta = dataset_meta(data_path) if Path(data_path).exists() else {}
         row = {
             "run_id": info["run_id"],
             **info["cell"],
             "family": info["config"]["model"].get("family"),
             "n_params": info["n_params"],
+            "task": meta.get("task"),
             **analyze_run(metrics, cfg),
             "wall_seconds": info["wall_seconds"],
             "device": info["device"],
             "run_dir": str(d),
+            # every dataset parameter and training setting, for sweeps over them
+            **flatten(meta.get("params", {}), "data"),
+            **flatten(info["config"]["training"], "train"),
         }
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -118,11 +118,15 @@ def cmd_plot(args) -> None:
 
     started = provenance.now()
     summary = pd.read_parquet(args.summary)
-    figure = {"curves": plots.plot_curves, "grokking": plots.plot_grokking}[args.figure]
-    figure(summary, args.pdf, args.png)
+    if args.figure == "sweep":
+        plots.plot_sweep(summary, args.spec, args.pdf, args.png)
+    else:
+        figure = {"curves": plots.plot_curves, "grokking": plots.plot_grokking}[args.figure]
+        figure(summary, args.pdf, args.png)
     if args.provenance:
         inputs = [args.summary, *(Path(d) / "metrics.parquet" for d in summary["run_dir"])]
-        write_record("plots", args.provenance, {"figure": args.figure}, inputs, [args.pdf, args.png], started)
+        config = {"figure": args.figure, "spec": args.spec}
+        write_record("plots", args.provenance, config, inputs, [args.pdf, args.png], started)
 
 
 def cmd_audit(args) -> int:
@@ -196,7 +200,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("plot", help="render one figure from the summary")
-    s.add_argument("figure", choices=["curves", "grokking"])
+    s.add_argument("figure", choices=["curves", "grokking", "sweep"])
+    s.add_argument("--spec", type=_json, default={}, help="sweep figure: x, y, hue, filters (JSON)")
     s.add_argument("--summary", required=True, type=Path)
     s.add_argument("--pdf", required=True, type=Path)
     s.add_argument("--png", required=True, type=Path)

@@ -163,3 +163,63 @@ def plot_grokking(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> No
     )
     fig.tight_layout()
     save(fig, pdf, png)
+
+
+SWEEP_Y_LABELS = {
+    "ood_generalization_step": "steps to OOD generalization",
+    "id_generalization_step": "steps to ID generalization",
+    "memorization_step": "steps to memorize",
+}
+
+
+def plot_sweep(summary: pd.DataFrame, spec: dict, pdf: str | Path, png: str | Path) -> None:
+    """Steps to a threshold (y) against a swept setting (x), one line per `hue`, over seeds.
+
+    The line is the mean over the seeds that reached the threshold with a 95% bootstrap confidence band;
+    dots are single seeds; open markers on the "never" line are seeds that never reached it within their
+    budget, and "k/n" above each point counts the seeds that did.
+    """
+    set_theme()
+    x, y, hue = spec["x"], spec.get("y", "ood_generalization_step"), spec.get("hue", "model")
+    data = summary
+    for column, key in (("dataset", "datasets"), ("model", "models"), ("training", "training")):
+        if spec.get(key):
+            data = data[data[column].isin(spec[key])]
+    for column in (x, y, hue):
+        if column not in data.columns:
+            raise ValueError(f"sweep: no column {column!r} in the summary; known: {sorted(data.columns)}")
+    if data.empty:
+        raise ValueError(f"sweep: no runs match {spec}")
+    data = data.assign(_y=data[y].astype(float), _x=data[x].astype(float))
+    never_y = float(data["final_step"].max()) * 1.6
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 2.4))
+    hues = list(dict.fromkeys(data[hue]))
+    palette = dict(zip(hues, sns.color_palette("colorblind")))
+    reached = data[data["_y"].notna()]
+    if not reached.empty:
+        sns.lineplot(data=reached, x="_x", y="_y", hue=hue, hue_order=hues, palette=palette,
+                     errorbar=("ci", 95), marker="o", ax=ax, legend=False)  # fmt: skip
+        ax.scatter(reached["_x"], reached["_y"], s=8, color=[palette[h] for h in reached[hue]], alpha=0.5)
+    missed = data[data["_y"].isna()]
+    ax.scatter(missed["_x"], [never_y] * len(missed), s=22, facecolors="none",
+               edgecolors=[palette[h] for h in missed[hue]], zorder=3)  # fmt: skip
+    ax.axhline(never_y / 1.25, color="0.75", lw=0.6)
+    for (h, xv), group in data.groupby([hue, "_x"]):
+        n_ok = int(group["_y"].notna().sum())
+        ax.annotate(f"{n_ok}/{len(group)}", (xv, never_y), textcoords="offset points",
+                    xytext=(0, 6 + 7 * hues.index(h)), ha="center", fontsize=6, color=palette[h])  # fmt: skip
+    ax.set_yscale("log")
+    if spec.get("logx"):
+        ax.set_xscale("log")
+    ticks = sorted(data["_x"].unique())
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(spec.get("xlabel", x))
+    ax.set_ylabel(SWEEP_Y_LABELS.get(y, y) + " (log)")
+    ax.set_title(spec.get("title", f"{y} vs {x}"), fontsize=8, pad=8 + 7 * len(hues))
+    handles = [Line2D([], [], color=palette[h], marker="o", lw=1.2, label=str(h)) for h in hues]
+    handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3", label="never"))
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, len(handles)),
+               frameon=False, fontsize=7)  # fmt: skip
+    fig.tight_layout()
+    save(fig, pdf, png)

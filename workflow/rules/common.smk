@@ -56,7 +56,9 @@ def summary_outputs():
 
 
 FIGURES = ["curves", "grokking"]
+SWEEPS = config["sweeps"]  # name -> spec of a sweep figure
 
 
 def figure_outputs():
-    return expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=FIGURES, ext=["pdf", "png"])
+    names = FIGURES + [f"sweep_{name}" for name in SWEEPS]
+    return expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=names, ext=["pdf", "png"])

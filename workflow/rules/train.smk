@@ -11,6 +11,10 @@ rule train:
         out_dir=lambda w, output: Path(output.info).parent,
         code=code_fingerprint("train"),
     threads: config["threads"]
+    # On a cluster, training runs may share one job: see GROKBENCH_RUNS_PER_JOB in profiles/default/.
+    # Locally, groups are ignored.
+    group:
+        "train"
     conda:
         "../envs/grokbench.yaml"
     log:

@@ -1,0 +1,33 @@
+"""Figures from synthetic summaries: they render, and a sweep marks runs that never reach the threshold."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from grokbench import plots
+
+
+def sweep_summary() -> pd.DataFrame:
+    rows = []
+    for n, steps in ((50, [None, None, None]), (100, [4000, None, 3500]), (200, [2000, 2500, 2250])):
+        for seed, step in enumerate(steps):
+            for model, slower in (("gpt", 1.0), ("llama", 1.5)):
+                rows.append({"dataset": f"n{n}", "model": model, "training": "default", "seed": seed,
+                             "data.n_entities": n, "final_step": 6000,
+                             "ood_generalization_step": None if step is None else step * slower})  # fmt: skip
+    return pd.DataFrame(rows).astype({"ood_generalization_step": "Int64"})
+
+
+def test_sweep_figure(tmp_path):
+    pdf, png = tmp_path / "s.pdf", tmp_path / "s.png"
+    plots.plot_sweep(sweep_summary(), {"x": "data.n_entities", "logx": True}, pdf, png)
+    assert pdf.read_bytes().startswith(b"%PDF") and png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_sweep_filters_and_names_unknown_columns(tmp_path):
+    with pytest.raises(ValueError, match="no column 'data.value_range'"):
+        plots.plot_sweep(sweep_summary(), {"x": "data.value_range"}, tmp_path / "a.pdf", tmp_path / "a.png")
+    with pytest.raises(ValueError, match="no runs match"):
+        plots.plot_sweep(sweep_summary(), {"x": "data.n_entities", "models": ["rwkv"]}, tmp_path / "b.pdf",
+                         tmp_path / "b.png")  # fmt: skip
