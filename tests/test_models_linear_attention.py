@@ -47,6 +47,8 @@ from grokbench.models.ops.delta_rule import gated_delta_rule, naive_gated_delta_
 from grokbench.models.ops.gla import gla, naive_gla
 from grokbench.models.ops.retention import naive_retention, retention
 
+from .helpers import assert_close
+
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 # (T, H, K, V): one token, the study's ~10, an odd length; several head counts and head sizes
@@ -54,16 +56,6 @@ SHAPES = pytest.mark.parametrize(
     "T,H,K,V", [(1, 2, 8, 16), (8, 2, 8, 16), (13, 2, 8, 16), (8, 3, 16, 8), (13, 4, 32, 32)]
 )
 B = 3
-
-
-def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, tol: float) -> float:
-    """Assert max |ref - out| / max |ref| <= tol; returns that relative error."""
-    assert ref.shape == out.shape, f"{name}: shape {tuple(out.shape)} != ref {tuple(ref.shape)}"
-    scale = ref.abs().max().item()
-    err = (ref.double() - out.double()).abs().max().item() / max(scale, 1e-30)
-    print(f"{name}: max relative error {err:.3e} (tol {tol:.0e})")
-    assert err <= tol, f"{name}: max relative error {err:.3e} > {tol:.0e}"
-    return err
 
 
 class Float32AsFloat64(TorchFunctionMode):

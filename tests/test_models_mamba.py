@@ -38,21 +38,12 @@ from grokbench.models.mamba import (
 from grokbench.models.ops.selective_scan import naive_selective_scan, selective_scan
 from grokbench.models.ops.ssd import naive_ssd, ssd
 
+from .helpers import assert_close
+
 VOCAB, BLOCK, D, L = 97, 16, 32, 2
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 OP_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
-
-
-def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, tol: float) -> float:
-    """Assert max |ref - out| / max |ref| <= tol; returns that relative error."""
-    assert ref.shape == out.shape, f"{name}: shape {tuple(out.shape)} != ref {tuple(ref.shape)}"
-    assert torch.isfinite(out).all(), f"{name}: non-finite values"
-    scale = ref.abs().max().item()
-    err = (ref.double() - out.double()).abs().max().item() / max(scale, 1e-30)
-    print(f"{name}: max relative error {err:.3e} (tol {tol:.0e})")
-    assert err <= tol, f"{name}: max relative error {err:.3e} > {tol:.0e}"
-    return err
 
 
 # --- transformers as the reference ---------------------------------------------------------------

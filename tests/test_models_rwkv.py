@@ -36,20 +36,12 @@ from grokbench.models.ops.rwkv6 import naive_rwkv6, rwkv6
 from grokbench.models.ops.rwkv7 import RWKV7_W_LOWER_BOUND, naive_rwkv7, rwkv7
 from grokbench.models.rwkv import LN_X_EPS, RWKV6, RWKV7, RWKV6Config, RWKV7Config
 
+from .helpers import assert_close
+
 TOL = {torch.float32: 1e-5, torch.float64: 1e-11}
 MODEL_GRAD_TOL = {torch.float32: 3e-5, torch.float64: 1e-11}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 VOCAB, BLOCK, D, L, N = 37, 10, 64, 3, 16  # N: head size (4 heads)
-
-
-def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, tol: float) -> float:
-    """Assert max |ref - out| / max |ref| <= tol; returns that relative error."""
-    assert ref.shape == out.shape, f"{name}: shape {tuple(out.shape)} != ref {tuple(ref.shape)}"
-    scale = ref.abs().max().item()
-    err = (ref - out).abs().max().item() / max(scale, 1e-30)
-    print(f"{name}: max relative error {err:.3e} (tol {tol:.0e})")
-    assert err <= tol, f"{name}: max relative error {err:.3e} > {tol:.0e}"
-    return err
 
 
 @pytest.fixture
