@@ -196,3 +196,17 @@ def test_audit_walks_back_and_names_changed_files(study):
         )
     finally:
         missing.write_bytes(saved)
+
+
+def test_paper_config_plans_every_run_on_a_gpu_with_the_slurm_profile():
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = ["timeout", "-s", "KILL", "300", "snakemake", "--profile", "slurm", "-n",
+           "--configfile", "config/paper.yaml"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    jobs = re.split(r"\n\s*rule ", text)[1:]  # one chunk per planned job (train jobs sit in a group)
+    train = [j for j in jobs if j.startswith("train:")]
+    assert len(train) == 33
+    assert all("gpu=1" in j and "runtime=" in j and "mem_mb=" in j for j in train)
+    assert not [j for j in jobs if not j.startswith("train:") and "gpu=" in j.split("resources:")[-1]]
