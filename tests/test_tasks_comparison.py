@@ -19,7 +19,8 @@ import pytest
 
 from grokbench.tasks import TASKS, check_params, generate
 from grokbench.tasks.base import Dataset, Vocab, read_dataset, write_dataset
-from grokbench.tasks.comparison import nth_not_in, unrank_ordered, unrank_pairs
+from grokbench.tasks.common import nth_not_in
+from grokbench.tasks.comparison import unrank_ordered, unrank_pairs
 
 SMALL = {
     "n_entities": 30,

@@ -22,24 +22,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .base import Dataset, Vocab, dataset_hash, facts_frame
+from .common import SPECIALS, TaskParams, nth_not_in, sample
 
 TASK = "comparison"
 GENERATOR_VERSION = "comparison/1"
 TRAIN_POOL_FRACTION = 0.9  # share of unordered ID-ID pairs in the training pool (fixed in Wang et al.)
-SPECIALS = ("<mask>", "<sep>", "<a>", "</a>", "<q>", "</q>")
 N_LABELS = 3  # less, equal, greater
 
 
 @dataclass(frozen=True)
-class ComparisonParams:
+class ComparisonParams(TaskParams):
+    TASK: ClassVar[str] = TASK
+
     n_entities: int = 200
     n_attributes: int = 4
     value_range: int = 5
@@ -47,24 +48,6 @@ class ComparisonParams:
     id_ratio: float = 0.9
     test_size: int = 500
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        # type checks (by name) and normalization (phi=45 -> 45.0) so equal params compare equal
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            conv = _as_int if f.type in (int, "int") else _as_float
-            object.__setattr__(self, f.name, conv(f.name, value))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ComparisonParams:
-        """Build from a config mapping; unknown keys and wrong types raise ValueError by name."""
-        if not isinstance(d, Mapping):
-            raise ValueError(f"params: expected a mapping, got {type(d).__name__}")
-        known = sorted(f.name for f in dataclasses.fields(cls))
-        for key in d:
-            if key not in known:
-                raise ValueError(f"{key}: unknown parameter for task {TASK!r}; known: {known}")
-        return cls(**d)
 
     # --- derived sizes (same for every attribute) -------------------------------------------------
 
@@ -150,18 +133,6 @@ class ComparisonParams:
             raise ValueError(f"seed={self.seed}: must be non-negative")
 
 
-def _as_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{key}={value!r}: expected an int, got {type(value).__name__}")
-    return int(value)
-
-
-def _as_float(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{key}={value!r}: expected a number, got {type(value).__name__}")
-    return float(value)
-
-
 def check_params(params: Mapping[str, Any]) -> ComparisonParams:
     """Validate a params mapping without generating anything; return the parsed parameters."""
     p = ComparisonParams.from_dict(params)
@@ -235,16 +206,6 @@ def unrank_ordered(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return i, r + (r >= i)
 
 
-def nth_not_in(r: np.ndarray, excluded: np.ndarray) -> np.ndarray:
-    """The r-th (0-based) non-negative integer not in `excluded` (sorted, no duplicates)."""
-    shifted = excluded - np.arange(len(excluded), dtype=np.int64)
-    return r + np.searchsorted(shifted, r, side="right")
-
-
-def _sample(rng: np.random.Generator, pool_size: int, n: int) -> np.ndarray:
-    return rng.choice(pool_size, size=n, replace=False).astype(np.int64)
-
-
 @dataclass
 class _Draws:
     """Random state of a dataset: values, per-attribute entity groups, held-out unordered pairs."""
@@ -261,7 +222,7 @@ def _draw_world(p: ComparisonParams, rng: np.random.Generator) -> _Draws:
     id_ents = np.sort(perms[:, : p.n_id], axis=1)
     ood_ents = np.sort(perms[:, p.n_id :], axis=1)
     m = p.n_id_unordered
-    heldout = [np.sort(_sample(rng, m, p.n_heldout_unordered)) + a * m for a in range(p.n_attributes)]
+    heldout = [np.sort(sample(rng, m, p.n_heldout_unordered)) + a * m for a in range(p.n_attributes)]
     return _Draws(values, id_ents, ood_ents, np.concatenate(heldout))
 
 
@@ -274,19 +235,19 @@ def _id_pairs(p: ComparisonParams, w: _Draws, unordered: np.ndarray, flip: np.nd
 
 
 def _train_facts(p: ComparisonParams, w: _Draws, rng: np.random.Generator):
-    g = _sample(rng, p.train_pool_size, p.n_train_inferred)
+    g = sample(rng, p.train_pool_size, p.n_train_inferred)
     r, flip = np.divmod(g, 2)
     return _id_pairs(p, w, nth_not_in(r, w.heldout), flip.astype(bool))
 
 
 def _heldout_facts(p: ComparisonParams, w: _Draws, rng: np.random.Generator):
-    g = _sample(rng, p.heldout_pool_size, p.test_size)
+    g = sample(rng, p.heldout_pool_size, p.test_size)
     r, flip = np.divmod(g, 2)
     return _id_pairs(p, w, w.heldout[r], flip.astype(bool))
 
 
 def _ood_facts(p: ComparisonParams, w: _Draws, rng: np.random.Generator):
-    g = _sample(rng, p.ood_pool_size, p.test_size)
+    g = sample(rng, p.ood_pool_size, p.test_size)
     attr, local = np.divmod(g, p.n_ood * (p.n_ood - 1))
     i, j = unrank_ordered(local, p.n_ood)
     return attr, w.ood_ents[attr, i], w.ood_ents[attr, j]

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from .base import Dataset, Vocab, dataset_hash, facts_frame
-from .composition import as_float, as_int
+from .common import as_float, as_int
 
 FORMAT_KEY = "format"
 FORMAT_VERSION = "incontext/1"

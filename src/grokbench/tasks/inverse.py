@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab
-from .composition import SPECIALS, TaskParams, fact_rows, finish, sample
+from .common import SPECIALS, TaskParams, fact_rows, finish, sample
 
 TASK = "inverse"
 GENERATOR_VERSION = "inverse/1"
