@@ -10,28 +10,41 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def _accepts(tp: Any, value: Any) -> bool:
+def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(ok, value converted to tp): ints are accepted as floats (and converted), bools are neither ints
+    nor floats, lists are accepted as tuples, dicts as dataclasses (converted by `from_dict`)."""
     origin = typing.get_origin(tp)
     if tp is Any:
-        return True
+        return True, value
     if origin in (typing.Union, types.UnionType):
-        return any(_accepts(a, value) for a in typing.get_args(tp))
+        for arg in typing.get_args(tp):
+            ok, out = coerce(value, arg)
+            if ok:
+                return True, out
+        return False, value
+    if origin is typing.Literal:
+        return value in typing.get_args(tp), value
     if tp is type(None):
-        return value is None
+        return value is None, value
     if origin in (tuple, list):
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            return False
+            return False, value
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(map(_accepts, args, value))
-        return all(_accepts(args[0], v) for v in value) if args else True
+            ok = len(value) == len(args) and all(coerce(v, a)[0] for v, a in zip(value, args))
+        else:
+            ok = all(coerce(v, args[0])[0] for v in value) if args else True
+        return ok, value
     if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
     if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool), value
     if dataclasses.is_dataclass(tp):
-        return isinstance(value, dict | tp)
-    return isinstance(value, tp)
+        return isinstance(value, dict | tp), value
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value  # an annotation we cannot check: let the code that uses it decide
 
 
 def _dataclass_in(tp: Any) -> type | None:
@@ -62,7 +75,8 @@ def from_dict(cls: type[T], d: dict[str, Any], where: str) -> T:
     kwargs = {}
     for key, value in d.items():
         tp = hints[key]
-        if not _accepts(tp, value):
+        ok, value = coerce(value, tp)
+        if not ok:
             raise ValueError(f"{where}.{key}={value!r}: expected {type_name(tp)}, got {type(value).__name__}")
         sub = _dataclass_in(tp)
         if sub is not None and isinstance(value, dict):

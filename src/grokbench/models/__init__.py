@@ -9,7 +9,6 @@ mamba, ...) is one import and one entry in FAMILIES.
 
 import difflib
 import inspect
-import types
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +31,7 @@ from grokbench.models.llama import Llama, LlamaConfig
 from grokbench.models.mamba import Mamba, Mamba2, Mamba2Config, MambaConfig
 from grokbench.models.presets import PRESETS, expand_preset
 from grokbench.models.rwkv import RWKV6, RWKV7, RWKV6Config, RWKV7Config
+from grokbench.params import coerce, type_name
 
 # keyword arguments every builder takes, supplied by build_model's caller, not by the spec
 _TASK_KEYS = ("vocab_size", "block_size")
@@ -78,35 +78,6 @@ def family_keys(family: str) -> dict[str, type]:
     }
 
 
-def _type_name(tp: Any) -> str:
-    return tp.__name__ if isinstance(tp, type) else str(tp)
-
-
-def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
-    """(ok, value converted to tp). bool is not accepted as int/float; int is as float."""
-    if tp is Any:
-        return True, value
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, out = _coerce(value, arg)
-            if ok:
-                return True, out
-        return False, value
-    if typing.get_origin(tp) is typing.Literal:
-        return value in typing.get_args(tp), value
-    if tp is type(None):
-        return value is None, value
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return True, float(value)
-        return False, value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if isinstance(tp, type):
-        return isinstance(value, tp), value
-    return True, value  # an annotation we cannot check: let the builder decide
-
-
 def build_model(spec: dict, vocab_size: int, block_size: int, where: str = "model") -> nn.Module:
     """Build the model described by `spec`, e.g. {"family": "gpt", "n_layer": 2, ...}.
 
@@ -132,10 +103,10 @@ def build_model(spec: dict, vocab_size: int, block_size: int, where: str = "mode
             raise ValueError(
                 f"{where}: unknown key {key!r} for family {family}{hint}; known: {', '.join(allowed)}"
             )
-        ok, kwargs[key] = _coerce(value, allowed[key])
+        ok, kwargs[key] = coerce(value, allowed[key])
         if not ok:
             raise ValueError(
-                f"{where}: key {key!r} for family {family} must be {_type_name(allowed[key])}, "
+                f"{where}: key {key!r} for family {family} must be {type_name(allowed[key])}, "
                 f"got {value!r} ({type(value).__name__})"
             )
     try:
