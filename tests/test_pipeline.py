@@ -199,6 +199,7 @@ def test_audit_walks_back_and_names_changed_files(study):
 
 
 def test_paper_config_plans_every_run_on_a_gpu_with_the_slurm_profile():
+    """42 runs: 4 families x 3 seeds, and GPT's entity, value-range and phi sweeps x 3 seeds."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cmd = ["timeout", "-s", "KILL", "300", "snakemake", "--profile", "slurm", "-n",
            "--configfile", "config/paper.yaml"]  # fmt: skip
@@ -207,6 +208,6 @@ def test_paper_config_plans_every_run_on_a_gpu_with_the_slurm_profile():
     text = out.stdout + out.stderr
     jobs = re.split(r"\n\s*rule ", text)[1:]  # one chunk per planned job (train jobs sit in a group)
     train = [j for j in jobs if j.startswith("train:")]
-    assert len(train) == 33
+    assert len(train) == 42
     assert all("gpu=1" in j and "runtime=" in j and "mem_mb=" in j for j in train)
     assert not [j for j in jobs if not j.startswith("train:") and "gpu=" in j.split("resources:")[-1]]
