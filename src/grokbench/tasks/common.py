@@ -108,3 +108,18 @@ def nth_not_in(r: np.ndarray, excluded: np.ndarray) -> np.ndarray:
     """The r-th (0-based) non-negative integer not in `excluded` (sorted, no duplicates)."""
     shifted = excluded - np.arange(len(excluded), dtype=np.int64)
     return np.asarray(r, dtype=np.int64) + np.searchsorted(shifted, r, side="right")
+
+
+class EntitySplit:
+    """For parameters with `n_entities` and `id_ratio`: round(id_ratio * N) ID entities, the rest OOD."""
+
+    n_entities: int
+    id_ratio: float
+
+    @property
+    def n_id(self) -> int:
+        return round(self.id_ratio * self.n_entities)
+
+    @property
+    def n_ood(self) -> int:
+        return self.n_entities - self.n_id

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab, dataset_hash, facts_frame
-from .common import SPECIALS, TaskParams, nth_not_in, sample
+from .common import SPECIALS, EntitySplit, TaskParams, nth_not_in, sample
 
 TASK = "comparison"
 GENERATOR_VERSION = "comparison/1"
@@ -38,7 +38,7 @@ N_LABELS = 3  # less, equal, greater
 
 
 @dataclass(frozen=True)
-class ComparisonParams(TaskParams):
+class ComparisonParams(EntitySplit, TaskParams):
     TASK: ClassVar[str] = TASK
 
     n_entities: int = 200
@@ -50,14 +50,6 @@ class ComparisonParams(TaskParams):
     seed: int = 0
 
     # --- derived sizes (same for every attribute) -------------------------------------------------
-
-    @property
-    def n_id(self) -> int:
-        return round(self.id_ratio * self.n_entities)
-
-    @property
-    def n_ood(self) -> int:
-        return self.n_entities - self.n_id
 
     @property
     def n_id_atomic(self) -> int:

@@ -32,14 +32,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, TaskParams, fact_rows, finish, sample
+from .common import SPECIALS, EntitySplit, TaskParams, fact_rows, finish, sample
 
 TASK = "inverse"
 GENERATOR_VERSION = "inverse/1"
 
 
 @dataclass(frozen=True)
-class InverseParams(TaskParams):
+class InverseParams(EntitySplit, TaskParams):
     TASK: ClassVar[str] = TASK
 
     n_entities: int = 1000
@@ -49,14 +49,6 @@ class InverseParams(TaskParams):
     train_ratio: float = 0.9
     test_size: int = 200
     seed: int = 0
-
-    @property
-    def n_id(self) -> int:
-        return round(self.id_ratio * self.n_entities)
-
-    @property
-    def n_ood(self) -> int:
-        return self.n_entities - self.n_id
 
     def check(self) -> None:
         """Static checks (no draw); `plan` adds the checks that depend on the drawn world."""

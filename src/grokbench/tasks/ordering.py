@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, TaskParams, fact_rows, finish, sample
+from .common import SPECIALS, EntitySplit, TaskParams, fact_rows, finish, sample
 
 TASK = "ordering"
 GENERATOR_VERSION = "ordering/1"
@@ -41,7 +41,7 @@ LABELS = ("<lt>", "<gt>")
 
 
 @dataclass(frozen=True)
-class OrderingParams(TaskParams):
+class OrderingParams(EntitySplit, TaskParams):
     TASK: ClassVar[str] = TASK
 
     n_entities: int = 200
@@ -49,14 +49,6 @@ class OrderingParams(TaskParams):
     id_ratio: float = 0.9
     test_size: int = 500
     seed: int = 0
-
-    @property
-    def n_id(self) -> int:
-        return round(self.id_ratio * self.n_entities)
-
-    @property
-    def n_ood(self) -> int:
-        return self.n_entities - self.n_id
 
     def check(self) -> None:
         """Static checks (no draw); `plan` adds the checks that depend on the drawn world."""
