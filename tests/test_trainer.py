@@ -146,3 +146,14 @@ def test_compiled_model_trains_like_eager(tiny_dataset_path):
     pd.testing.assert_frame_equal(
         compiled.metrics[["step", "split", "loss"]], eager.metrics[["step", "split", "loss"]], rtol=1e-3
     )
+
+
+def test_no_weight_decay_where_a_family_says_so():
+    """Mamba's A_log (2-D), D and dt bias are not decayed, as in the authors' code."""
+    model = build_model({"family": "mamba", "n_layer": 1, "d_model": 16}, vocab_size=20, block_size=6)
+    opt, _ = make_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert not [n for n in names if n.endswith(("A_log", ".D", "dt_proj.bias"))]
+    assert any(n.endswith("A_log") for n, _ in model.named_parameters())
+    assert any(n.endswith("in_proj.weight") for n in names)

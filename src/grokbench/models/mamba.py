@@ -198,7 +198,7 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.empty(E))
         self.out_proj = nn.Linear(E, C, bias=config.bias)
         for p in (self.A_log, self.D):
-            p._no_weight_decay = True  # the authors' marker; grokbench's trainer decays by p.dim()
+            p._no_weight_decay = True  # the authors' marker, honoured by train.trainer.make_optimizer
         self.reset_ssm_parameters(config)
 
     @torch.no_grad()

@@ -41,9 +41,11 @@ def autocast(device: torch.device, precision: str):
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
-    """AdamW with decoupled weight decay on matrices and embeddings, none on biases and norm gains."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    """AdamW with decoupled weight decay on matrices and embeddings, none on biases and norm gains, nor on
+    parameters a family marks `_no_weight_decay` (Mamba's A_log, D, dt bias, as its authors do)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)]
+    no_decay = [p for p in params if p.dim() < 2 or getattr(p, "_no_weight_decay", False)]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
