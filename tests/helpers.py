@@ -14,3 +14,17 @@ def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, tol: float) ->
     print(f"{name}: max relative error {err:.3e} (tol {tol:.0e})")
     assert err <= tol, f"{name}: max relative error {err:.3e} > {tol:.0e}"
     return err
+
+
+@torch.no_grad()
+def assert_causal(model, idx: torch.Tensor, vocab: int, positions, rtol: float, atol: float) -> torch.Tensor:
+    """Changing token t never changes the logits before t, and does change them at t; returns the
+    logits of `idx`."""
+    base = model(idx)
+    for t in positions:
+        changed = idx.clone()
+        changed[:, t] = (changed[:, t] + 1) % vocab
+        out = model(changed)
+        torch.testing.assert_close(out[:, :t], base[:, :t], rtol=rtol, atol=atol)
+        assert not torch.allclose(out[:, t], base[:, t])  # the change is seen from t on
+    return base

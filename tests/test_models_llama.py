@@ -26,7 +26,7 @@ from grokbench.models.llama import (
     swiglu_hidden,
 )
 
-from .helpers import assert_close
+from .helpers import assert_causal, assert_close
 
 VOCAB, BLOCK, D, L, H = 50, 16, 64, 2, 4
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -256,14 +256,7 @@ def test_causality(n_kv_head):
     torch.manual_seed(0)
     model = Llama(our_config(n_kv_head=n_kv_head)).double().eval()
     idx = torch.randint(0, VOCAB, (2, BLOCK))
-    with torch.no_grad():
-        base = model(idx)
-        for t in (0, 1, BLOCK // 2, BLOCK - 1):
-            changed = idx.clone()
-            changed[:, t] = (changed[:, t] + 1) % VOCAB
-            out = model(changed)
-            torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=1e-12)
-            assert not torch.allclose(out[:, t], base[:, t])  # the change is seen from t on
+    assert_causal(model, idx, VOCAB, (0, 1, BLOCK // 2, BLOCK - 1), rtol=0, atol=1e-12)
 
 
 def test_init_statistics():
