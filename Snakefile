@@ -19,5 +19,6 @@ include: "workflow/rules/figures.smk"
 rule all:
     input:
         summary_outputs(),
+        claims_outputs(),
         figure_outputs(),
     default_target: True

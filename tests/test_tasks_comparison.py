@@ -100,7 +100,7 @@ def test_schema_and_vocab(small_file: Path) -> None:
     expected += [f"<attr_{j}_{k}>" for j in range(a) for k in range(3)]
     assert ds.vocab.tokens == expected
     assert ds.meta["task"] == "comparison"
-    assert ds.meta["params"] == SMALL
+    assert ds.meta["params"] == {**SMALL, "val_size": 0}  # every parameter, defaults included
     assert ds.meta["generator_version"]
 
 

@@ -412,6 +412,24 @@ def test_int_and_float_params_are_the_same_request(tmp_path: Path) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
+@pytest.mark.parametrize("task", ["comparison", "composition", "ordering", "inverse"])
+def test_validation_split(task: str) -> None:
+    """val_size > 0 adds `val_inferred_ood`: OOD questions disjoint from the test and training ones;
+    val_size 0 (the default) leaves the dataset as it was."""
+    params = SMALL[task]
+    plain = generate(task, params)
+    assert generate(task, {**params, "val_size": 0}).meta["content_hash"] == plain.meta["content_hash"]
+    assert "val_inferred_ood" not in set(plain.facts["split"])
+    ds = generate(task, {**params, "val_size": 7})
+    facts = ds.facts
+    val, test = facts[facts["split"] == "val_inferred_ood"], facts[facts["split"] == "test_inferred_ood"]
+    assert len(val) == 7 and len(test) == len(plain.facts.query("split == 'test_inferred_ood'"))
+    assert set(val["group"]) == {"ood"} and set(val["kind"]) == {"inferred"}
+    questions = set(facts.loc[facts["split"] != "val_inferred_ood", "text"])
+    assert not set(val["text"]) & questions  # never a test or training question
+    assert set(facts["split"]) - set(plain.facts["split"]) == {"val_inferred_ood"}
+
+
 def test_registry() -> None:
     assert {"comparison", "composition", "ordering", "inverse"} <= set(TASKS)
     assert set(TASKS) == set(GENERATOR_VERSIONS)
@@ -479,6 +497,7 @@ BAD = [
     ("comparison", {"format": 2}, "format"),
     ("composition", {"hops": 3, **COMP_HOPS[3], "format": {"k_demos": 2}}, "format.k_demos"),
     ("ordering", {"format": {"k_demos": 2}}, "format.k_demos"),  # not defined for ordering
+    *((task, {"val_size": v}, "val_size") for task in SMALL for v in (-1, 10**6)),  # negative; too many
 ]
 
 

@@ -62,6 +62,17 @@ class TaskParams:
             raise ValueError(f"seed={self.seed}: must be non-negative")
 
 
+def check_val_size(test_size: int, val_size: int, pool: int, where: str) -> None:
+    """The OOD validation split (`val_size` facts) must fit the OOD pool beside the test split."""
+    if val_size < 0:
+        raise ValueError(f"val_size={val_size}: must be non-negative")
+    if test_size + val_size > pool:
+        raise ValueError(
+            f"val_size={val_size}: test_size + val_size = {test_size + val_size} is larger than the OOD "
+            f"pool ({pool} facts) {where}"
+        )
+
+
 def fact_rows(
     vocab: Vocab, split: str, kind: str, group: np.ndarray | str, inputs: np.ndarray, answers: np.ndarray
 ) -> dict[str, list]:

@@ -12,7 +12,9 @@ held-out ID pool, both orders of a pair going to the same pool (as in the refere
 of a held-out question is never trained on); ordered pairs of two OOD entities form the OOD pool;
 mixed pairs are dropped. All atomic facts are trained on; round(phi * number of ID atomic facts)
 inferred facts are drawn from the training pool, and `test_size` facts each from the held-out ID
-pool and the OOD pool.
+pool and the OOD pool. With `val_size` > 0, `val_size` more OOD facts, disjoint from the test ones, form
+the split `val_inferred_ood`: a validation split for model selection (hyperparameters are never chosen on
+test facts); with the default 0 the dataset is unchanged.
 
 Everything is drawn from one `numpy.random.default_rng(seed)`, by index, without materializing the
 pair lists, so the paper-size dataset (N=1000, A=20) generates in about a second.
@@ -29,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab, dataset_hash, facts_frame
-from .common import SPECIALS, EntitySplit, TaskParams, nth_not_in, sample
+from .common import SPECIALS, EntitySplit, TaskParams, check_val_size, nth_not_in, sample
 
 TASK = "comparison"
 GENERATOR_VERSION = "comparison/1"
@@ -47,6 +49,7 @@ class ComparisonParams(EntitySplit, TaskParams):
     phi: float = 45.0
     id_ratio: float = 0.9
     test_size: int = 500
+    val_size: int = 0
     seed: int = 0
 
     # --- derived sizes (same for every attribute) -------------------------------------------------
@@ -121,6 +124,7 @@ class ComparisonParams(EntitySplit, TaskParams):
                 raise ValueError(
                     f"test_size={self.test_size}: larger than the {pool} pool ({size} facts) {where}"
                 )
+        check_val_size(self.test_size, self.val_size, self.ood_pool_size, where)
         if self.seed < 0:
             raise ValueError(f"seed={self.seed}: must be non-negative")
 
@@ -239,7 +243,7 @@ def _heldout_facts(p: ComparisonParams, w: _Draws, rng: np.random.Generator):
 
 
 def _ood_facts(p: ComparisonParams, w: _Draws, rng: np.random.Generator):
-    g = sample(rng, p.ood_pool_size, p.test_size)
+    g = sample(rng, p.ood_pool_size, p.test_size + p.val_size)  # test facts first, then validation
     attr, local = np.divmod(g, p.n_ood * (p.n_ood - 1))
     i, j = unrank_ordered(local, p.n_ood)
     return attr, w.ood_ents[attr, i], w.ood_ents[attr, j]
@@ -312,8 +316,12 @@ def generate(params: Mapping[str, Any]) -> Dataset:
         _atomic_rows(p, w, vocab, lay),
         _inferred_rows(p, w, vocab, lay, "train", "id", _train_facts(p, w, rng)),
         _inferred_rows(p, w, vocab, lay, "test_inferred_id", "id", _heldout_facts(p, w, rng)),
-        _inferred_rows(p, w, vocab, lay, "test_inferred_ood", "ood", _ood_facts(p, w, rng)),
     ]
+    ood = _ood_facts(p, w, rng)  # test facts, then validation facts
+    test, val = [a[: p.test_size] for a in ood], [a[p.test_size :] for a in ood]
+    parts.append(_inferred_rows(p, w, vocab, lay, "test_inferred_ood", "ood", test))
+    if p.val_size:
+        parts.append(_inferred_rows(p, w, vocab, lay, "val_inferred_ood", "ood", val))
     facts = facts_frame({c: [x for part in parts for x in part[c]] for c in parts[0]})
     meta = {
         "task": TASK,

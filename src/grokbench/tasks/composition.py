@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, TaskParams, fact_rows, finish, nth_not_in, sample
+from .common import SPECIALS, TaskParams, check_val_size, fact_rows, finish, nth_not_in, sample
 
 TASK = "composition"
 GENERATOR_VERSION = "composition/1"
@@ -58,6 +58,7 @@ class CompositionParams(TaskParams):
     train_ratio: float = 0.995
     phi: float = 18.0  # the largest phi of the reference (training inferred per ID atomic fact)
     test_size: int = 1000
+    val_size: int = 0  # OOD paths of the validation split `val_inferred_ood` (disjoint from the test split)
     seed: int = 0
 
     @property
@@ -198,6 +199,7 @@ def plan(p: CompositionParams) -> Plan:
     for pool, size in (("held-out ID", pl.n_heldout), ("OOD", n_ood)):
         if p.test_size > size:
             raise ValueError(f"test_size={p.test_size}: larger than the {pool} pool ({size} paths) {where}")
+    check_val_size(p.test_size, p.val_size, n_ood, where)
     return pl
 
 
@@ -248,7 +250,8 @@ def generate(params: Mapping[str, Any]) -> Dataset:
     heldout = np.sort(sample(rng, pl.n_id_paths, pl.n_heldout))
     train = nth_not_in(sample(rng, pl.n_train_pool, p.n_train_inferred), heldout)
     test_id = heldout[sample(rng, pl.n_heldout, p.test_size)]
-    test_ood = sample(rng, pl.n_ood_paths, p.test_size)
+    ood = sample(rng, pl.n_ood_paths, p.test_size + p.val_size)  # test paths first, then validation
+    test_ood, val_ood = ood[: p.test_size], ood[p.test_size :]
 
     head = np.repeat(np.arange(p.n_entities), p.n_relations_per_entity)
     atomic_inputs = np.stack([e0 + head, r0 + w.rel.ravel()], axis=1)
@@ -259,5 +262,9 @@ def generate(params: Mapping[str, Any]) -> Dataset:
         _path_rows(p, w, vocab, "test_inferred_id", "id", test_id, ~w.ood, pl.id_counts),
         _path_rows(p, w, vocab, "test_inferred_ood", "ood", test_ood, w.ood, pl.ood_counts),
     ]
+    if p.val_size:
+        parts.append(_path_rows(p, w, vocab, "val_inferred_ood", "ood", val_ood, w.ood, pl.ood_counts))
     pools = {"train": pl.n_train_pool, "test_inferred_id": pl.n_heldout, "test_inferred_ood": pl.n_ood_paths}
+    if p.val_size:
+        pools["val_inferred_ood"] = pl.n_ood_paths
     return finish(TASK, GENERATOR_VERSION, p, vocab, parts, pools=pools)

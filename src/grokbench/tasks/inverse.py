@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, EntitySplit, TaskParams, fact_rows, finish, sample
+from .common import SPECIALS, EntitySplit, TaskParams, check_val_size, fact_rows, finish, sample
 
 TASK = "inverse"
 GENERATOR_VERSION = "inverse/1"
@@ -48,6 +48,7 @@ class InverseParams(EntitySplit, TaskParams):
     id_ratio: float = 0.8
     train_ratio: float = 0.9
     test_size: int = 200
+    val_size: int = 0  # OOD facts of the validation split `val_inferred_ood` (disjoint from the test split)
     seed: int = 0
 
     def check(self) -> None:
@@ -110,6 +111,7 @@ def plan(p: InverseParams) -> Plan:
     for pool, size in (("held-out ID", pl.n_heldout), ("OOD", len(ood_facts))):
         if p.test_size > size:
             raise ValueError(f"test_size={p.test_size}: larger than the {pool} pool ({size} facts) {where}")
+    check_val_size(p.test_size, p.val_size, len(ood_facts), where)
     return pl
 
 
@@ -140,7 +142,8 @@ def generate(params: Mapping[str, Any]) -> Dataset:
     shuffled = pl.id_facts[sample(rng, len(pl.id_facts), len(pl.id_facts))]
     train, heldout = shuffled[: pl.n_train], shuffled[pl.n_train :]
     test_id = heldout[sample(rng, len(heldout), p.test_size)]
-    test_ood = pl.ood_facts[sample(rng, len(pl.ood_facts), p.test_size)]
+    ood = pl.ood_facts[sample(rng, len(pl.ood_facts), p.test_size + p.val_size)]  # test first, then val
+    test_ood, val_ood = ood[: p.test_size], ood[p.test_size :]
 
     def inverse_rows(split: str, group: str, f: np.ndarray) -> dict[str, list]:
         inputs = np.stack([e0 + pl.tail[f], inv0 + pl.rel[f]], axis=1)
@@ -154,5 +157,9 @@ def generate(params: Mapping[str, Any]) -> Dataset:
         inverse_rows("test_inferred_id", "id", test_id),
         inverse_rows("test_inferred_ood", "ood", test_ood),
     ]
+    if p.val_size:
+        parts.append(inverse_rows("val_inferred_ood", "ood", val_ood))
     pools = {"train": pl.n_train, "test_inferred_id": pl.n_heldout, "test_inferred_ood": len(pl.ood_facts)}
+    if p.val_size:
+        pools["val_inferred_ood"] = len(pl.ood_facts)
     return finish(TASK, GENERATOR_VERSION, p, vocab, parts, pools=pools)

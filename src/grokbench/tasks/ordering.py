@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, EntitySplit, TaskParams, fact_rows, finish, sample
+from .common import SPECIALS, EntitySplit, TaskParams, check_val_size, fact_rows, finish, sample
 
 TASK = "ordering"
 GENERATOR_VERSION = "ordering/1"
@@ -48,6 +48,7 @@ class OrderingParams(EntitySplit, TaskParams):
     train_distance: int = 3
     id_ratio: float = 0.9
     test_size: int = 500
+    val_size: int = 0  # far OOD pairs of the split `val_inferred_ood` (disjoint from the test split)
     seed: int = 0
 
     def check(self) -> None:
@@ -155,6 +156,7 @@ def plan(p: OrderingParams) -> Plan:
                 f"test_size={p.test_size}: larger than the {name} pool "
                 f"({2 * pool.size} ordered pairs) {where}"
             )
+    check_val_size(p.test_size, p.val_size, 2 * pl.far_ood.size, where)
     return pl
 
 
@@ -198,11 +200,16 @@ def generate(params: Mapping[str, Any]) -> Dataset:
     atomic_group = np.where(pl.is_ood[a_pos] | pl.is_ood[b_pos], "ood", "id")
 
     n_near_ood = min(p.test_size, 2 * pl.near_ood.size)
+    # drawn in this order (train, far ID, far OOD, near OOD): the order fixes the dataset for a seed
+    train = ordered(pl.near_id, sample(rng, 2 * pl.near_id.size, 2 * pl.near_id.size))
+    far_id = ordered(pl.far_id, sample(rng, 2 * pl.far_id.size, p.test_size))
+    far_ood = sample(rng, 2 * pl.far_ood.size, p.test_size + p.val_size)  # test pairs first, then validation
     draws = {
-        "train": ordered(pl.near_id, sample(rng, 2 * pl.near_id.size, 2 * pl.near_id.size)),
-        "test_inferred_id": ordered(pl.far_id, sample(rng, 2 * pl.far_id.size, p.test_size)),
-        "test_inferred_ood": ordered(pl.far_ood, sample(rng, 2 * pl.far_ood.size, p.test_size)),
+        "train": train,
+        "test_inferred_id": far_id,
+        "test_inferred_ood": ordered(pl.far_ood, far_ood[: p.test_size]),
         "test_near_ood": ordered(pl.near_ood, sample(rng, 2 * pl.near_ood.size, n_near_ood)),
+        "val_inferred_ood": ordered(pl.far_ood, far_ood[p.test_size :]),
     }
     parts = [_rows(p, pl, vocab, "train", "atomic", atomic_group, a_pos, b_pos)]
     for split, (pa, pb) in draws.items():
@@ -215,4 +222,6 @@ def generate(params: Mapping[str, Any]) -> Dataset:
         "test_inferred_ood": 2 * pl.far_ood.size,
         "test_near_ood": 2 * pl.near_ood.size,
     }
+    if p.val_size:
+        pools["val_inferred_ood"] = 2 * pl.far_ood.size
     return finish(TASK, GENERATOR_VERSION, p, vocab, parts, pools=pools)
