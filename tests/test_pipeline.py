@@ -3,7 +3,8 @@
 Runs the real workflow (a copy of Snakefile, workflow/ and src/ so that source edits can be simulated)
 and checks its outputs, that a second run has nothing to do, and that each kind of change reruns exactly
 the stages it should: one dataset's parameter -> that dataset's chain; training code -> training and
-what follows, not data; plotting code -> the figures only. Every snakemake call runs under a hard
+what follows, not data; plotting code -> the figures only; one family's learning-rate grid -> that
+family's new runs and the reports. Every snakemake call runs under a hard
 timeout (SIGKILL), as a hung scheduler must fail the test, not the CI run.
 """
 
@@ -21,11 +22,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import TINY_CONFIG
+from .conftest import TINY_CONFIG, TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 FIGURES = {"figure_curves": 1, "figure_grokking": 1}  # jobs that render the figures
+REPORTS = {"summary": 1, "claims": 1, **FIGURES}  # jobs downstream of the runs
+LLAMA = {**TINY_MODEL, "family": "llama"}
+CLAIMS = [
+    {"id": "gpt_groks", "text": "GPT groks", "check": "groks", "where": {"model": "gpt"}, "figure": "curves"},
+    {"id": "llama_fails", "text": "LLaMA fails", "check": "fails", "where": {"model": "llama"}},
+    {"id": "gpt_sooner", "text": "GPT sooner than LLaMA", "check": "sooner",
+     "where": {"dataset": "a", "model": "gpt"}, "than": {"dataset": "a", "model": "llama"}},
+]  # fmt: skip
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -57,15 +66,22 @@ def touch_source(workdir: Path, rel: str) -> None:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A finished run of a two-dataset tiny study."""
+    """A finished run of a tiny study: GPT on two datasets x 2 seeds, and LLaMA on one dataset at two
+    learning rates (a hyperparameter grid, chosen on the validation split), with three claims."""
     workdir = tmp_path_factory.mktemp("study")
     shutil.copy(REPO / "Snakefile", workdir)
     shutil.copytree(REPO / "workflow", workdir / "workflow")
     shutil.copytree(REPO / "src" / "grokbench", workdir / "src" / "grokbench",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["datasets"]["a"]["val_size"] = 16
     cfg["datasets"]["b"] = dict(cfg["datasets"]["a"], seed=1)
-    cfg["grid"] = [{"datasets": ["a", "b"], "models": ["gpt"], "seeds": [0, 1]}]
+    cfg["models"]["llama"] = LLAMA
+    cfg["grid"] = [
+        {"datasets": ["a", "b"], "models": ["gpt"], "seeds": [0, 1]},
+        {"datasets": ["a"], "models": ["llama"], "seeds": [0], "hparams": {"lr": [3e-3, 1e-2]}},
+    ]
+    cfg["claims"] = CLAIMS
     write_config(workdir, cfg)
     out = snakemake(workdir, "--cores", "2")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -80,15 +96,24 @@ def test_outputs(study):
         assert (results / "data" / f"{name}.provenance.json").exists()
     runs = sorted(p.parent.relative_to(results / "runs") for p in results.glob("runs/**/run.json"))
     assert [str(r) for r in runs] == [
-        "a/gpt/default/seed0", "a/gpt/default/seed1", "b/gpt/default/seed0", "b/gpt/default/seed1"
+        "a/gpt/default/seed0", "a/gpt/default/seed1", "a/llama/default/seed0", "a/llama/default+lr0.01/seed0",
+        "b/gpt/default/seed0", "b/gpt/default/seed1",
     ]  # fmt: skip
     summary = pd.read_parquet(results / "summary" / "summary.parquet")
-    assert len(summary) == 4
+    assert len(summary) == 6
     assert {"memorization_step", "ood_generalization_step", "grokked", "n_params"} <= set(summary)
     assert pd.read_csv(results / "summary" / "summary.csv").shape == summary.shape
     for fig in ("curves", "grokking"):
         assert (results / "figures" / f"{fig}.pdf").read_bytes().startswith(b"%PDF")
         assert (results / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
+    claims = pd.read_csv(results / "claims" / "claims.csv")
+    assert list(claims["id"]) == [c["id"] for c in CLAIMS]
+    assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive"}
+    assert (results / "claims" / "claims.md").read_text().count("\n| ") == len(CLAIMS)  # a row each
+    selection = pd.read_csv(results / "claims" / "selection.csv")
+    llama = selection[selection["model"] == "llama"]
+    assert sorted(llama["training"]) == ["default", "default+lr0.01"] and llama["selected"].sum() == 1
+    assert selection.groupby(["dataset", "model"])["selected"].sum().eq(1).all()
     leftovers = [p for p in results.rglob(".*.tmp")]
     assert not leftovers
 
@@ -104,7 +129,7 @@ def test_dataset_parameter_reruns_only_its_chain(study):
     changed["datasets"]["b"]["value_range"] = 4
     write_config(workdir, changed)
     try:
-        assert planned(workdir) == {"dataset": 1, "train": 2, "summary": 1, **FIGURES}
+        assert planned(workdir) == {"dataset": 1, "train": 2, **REPORTS}
         out = snakemake(workdir, "-n")
         text = out.stdout + out.stderr
         assert "results/data/b.parquet" in text and "results/data/a.parquet" not in text
@@ -119,10 +144,11 @@ def test_dataset_parameter_reruns_only_its_chain(study):
     ("source", "expected"),
     [
         ("plots.py", FIGURES),
-        ("analysis.py", {"summary": 1, **FIGURES}),
-        ("train/trainer.py", {"train": 4, "summary": 1, **FIGURES}),
-        ("models/gpt.py", {"train": 4, "summary": 1, **FIGURES}),
-        ("tasks/comparison.py", {"dataset": 2, "train": 4, "summary": 1, **FIGURES}),
+        ("claims.py", {"claims": 1}),
+        ("analysis.py", REPORTS),
+        ("train/trainer.py", {"train": 6, **REPORTS}),
+        ("models/gpt.py", {"train": 6, **REPORTS}),
+        ("tasks/comparison.py", {"dataset": 2, "train": 6, **REPORTS}),
     ],
 )
 def test_code_change_reruns_its_stage_and_after(study, source, expected):
@@ -137,12 +163,63 @@ def test_code_change_reruns_its_stage_and_after(study, source, expected):
     assert planned(workdir) == {}
 
 
+def test_one_family_learning_rate_grid_reruns_only_its_runs(study):
+    workdir, cfg = study
+    changed = copy.deepcopy(cfg)
+    changed["grid"][1]["hparams"]["lr"] = [3e-3, 3e-2]  # LLaMA: 1e-2 -> 3e-2
+    write_config(workdir, changed)
+    try:
+        assert planned(workdir) == {"train": 1, **REPORTS}
+        text = "".join(snakemake(workdir, "-n").stdout)
+        assert "output: results/runs/a/llama/default+lr0.03/seed0" in text
+        assert "output: results/runs/a/gpt" not in text and "output: results/runs/b/" not in text
+    finally:
+        write_config(workdir, cfg)
+    assert planned(workdir) == {}
+
+
+def test_claims_recomputed_by_hand_from_the_metrics(study):
+    """The claims table's numbers follow from the per-run metrics files with the documented rules."""
+    workdir, _ = study
+    results = workdir / "results"
+    claims = pd.read_csv(results / "claims" / "claims.csv").set_index("id")
+
+    def first_stable(run: str, split: str, threshold: float) -> int | None:
+        m = pd.read_parquet(results / "runs" / run / "metrics.parquet")
+        acc = m[m["split"] == split].sort_values("step")
+        steps, values = list(acc["step"]), list(acc["accuracy"])
+        for i, step in enumerate(steps):
+            if all(v >= threshold for v in values[i:]):  # the tiny study's tolerance is 0
+                return int(step)
+        return None
+
+    gpt = [f"{d}/gpt/default/seed{s}" for d in "ab" for s in (0, 1)]
+    grokked = 0
+    for run in gpt:
+        mem, ood = first_stable(run, "train_inferred_id", 0.99), first_stable(run, "test_inferred_ood", 0.9)
+        grokked += mem is not None and ood is not None and ood > mem
+    assert claims.loc["gpt_groks", "k"] == grokked and claims.loc["gpt_groks", "n"] == 4
+    selection = pd.read_csv(results / "claims" / "selection.csv")
+    chosen = selection[(selection["model"] == "llama") & selection["selected"]]["training"].item()
+    final = int(pd.read_parquet(results / "runs/a/gpt/default/seed0/metrics.parquet")["step"].max())
+
+    def steps(run: str) -> int:
+        reached = first_stable(run, "test_inferred_ood", 0.9)
+        return final if reached is None else reached
+
+    a = sum(steps(f"a/gpt/default/seed{s}") for s in (0, 1)) / 2
+    b = steps(f"a/llama/{chosen}/seed0")
+    assert claims.loc["gpt_sooner", "ratio"] == pytest.approx(b / a)
+    assert f"a/llama/{chosen}/0" in claims.loc["gpt_sooner", "runs"].split("; ")  # run ids
+
+
 def test_report(study):
     workdir, _ = study
     out = snakemake(workdir, "--report", "report.html")
     assert out.returncode == 0, out.stderr[-3000:]
     html = (workdir / "report.html").read_text(errors="replace")
     assert "curves.png" in html and "grokking.png" in html
+    assert "claims.csv" in html and "selection.csv" in html
 
 
 def test_bad_config_rejected_before_any_job(tmp_path):
@@ -171,7 +248,7 @@ def test_audit_walks_back_and_names_changed_files(study):
         assert out.returncode == 0, out.stdout + out.stderr
         # the walk reaches every run and every dataset behind the output
         assert "results/data/a.parquet" in out.stdout and "results/data/b.parquet" in out.stdout
-        assert out.stdout.count("run.json  [") == 4
+        assert out.stdout.count("run.json  [") == 6
     for victim in ("results/data/b.parquet", "results/runs/a/gpt/default/seed1/metrics.parquet"):
         path = workdir / victim
         original, stat = path.read_bytes(), path.stat()

@@ -4,7 +4,10 @@ Definitions (thresholds and splits set in the config's `analysis` section):
 - memorization step: first evaluation from which train inferred accuracy stays >= 0.99;
 - ID / OOD generalization step: first evaluation from which test ID / OOD accuracy stays >= 0.9;
 - "stays": every later evaluation is >= threshold - tolerance (tolerance 0 by default);
-- grokked: the run memorized, and generalized OOD at a strictly later evaluation.
+- grokked: the run memorized, and generalized OOD at a strictly later evaluation;
+- selection step: first evaluation from which the selection split (OOD validation facts, disjoint from
+  the test facts) stays >= the threshold; hyperparameters are chosen on it (grokbench.selection), never
+  on a test split.
 """
 
 from __future__ import annotations
@@ -29,10 +32,30 @@ class AnalysisConfig:
     ood_split: str = "test_inferred_ood"
     threshold: float = 0.9
     tolerance: float = 0.0
+    selection_split: str = "val_inferred_ood"
+    selection_rule: str = "earliest"  # see grokbench.selection.RULES
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "analysis") -> AnalysisConfig:
-        return from_dict(cls, d, where)
+        cfg = from_dict(cls, d, where)
+        if cfg.selection_split.startswith("test_") or cfg.selection_split in (cfg.id_split, cfg.ood_split):
+            raise ValueError(
+                f"{where}.selection_split={cfg.selection_split!r}: settings must not be selected on test "
+                f"data; use a validation split (e.g. val_inferred_ood, from a dataset's val_size)"
+            )
+        if cfg.selection_rule not in SELECTION_RULES:
+            raise ValueError(
+                f"{where}.selection_rule={cfg.selection_rule!r}: expected one of {list(SELECTION_RULES)}"
+            )
+        return cfg
+
+
+SELECTION_RULES = ("earliest", "final_accuracy")  # implemented in grokbench.selection
+
+
+def training_base(training: str) -> str:
+    """The training setting a hyperparameter combination derives from (`default+lr0.003` -> `default`)."""
+    return training.split("+", 1)[0]
 
 
 def first_stable_step(
@@ -63,6 +86,8 @@ def analyze_run(metrics: pd.DataFrame, cfg: AnalysisConfig) -> dict[str, Any]:
     mem = first_stable_step(*curve(metrics, cfg.memorization_split), cfg.memorization_threshold, tol)
     gen_id = first_stable_step(*curve(metrics, cfg.id_split), cfg.threshold, tol)
     gen_ood = first_stable_step(*curve(metrics, cfg.ood_split), cfg.threshold, tol)
+    has_val = cfg.selection_split in set(metrics["split"])
+    sel = first_stable_step(*curve(metrics, cfg.selection_split), cfg.threshold, tol) if has_val else None
     last = metrics[metrics["step"] == metrics["step"].max()]
     out: dict[str, Any] = {
         "memorization_step": mem,
@@ -70,6 +95,7 @@ def analyze_run(metrics: pd.DataFrame, cfg: AnalysisConfig) -> dict[str, Any]:
         "ood_generalization_step": gen_ood,
         "grokked": mem is not None and gen_ood is not None and gen_ood > mem,
         "grok_delay": gen_ood - mem if mem is not None and gen_ood is not None else None,
+        "selection_step": sel,
         "final_step": int(metrics["step"].max()),
     }
     for split, acc in zip(last["split"], last["accuracy"]):
@@ -109,6 +135,7 @@ def summarize(run_dirs: list[str | Path], cfg: AnalysisConfig) -> pd.DataFrame:
         row = {
             "run_id": info["run_id"],
             **info["cell"],
+            "training_base": training_base(info["cell"]["training"]),
             "family": info["config"]["model"].get("family"),
             "n_params": info["n_params"],
             "task": meta.get("task"),

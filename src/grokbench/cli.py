@@ -12,14 +12,22 @@ import sys
 from pathlib import Path
 
 
-def _json(text: str) -> dict:
+def _parse_json(text: str, kind: type):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object: {text!r}")
+    if not isinstance(value, kind):
+        raise argparse.ArgumentTypeError(f"expected a JSON {'object' if kind is dict else 'list'}: {text!r}")
     return value
+
+
+def _json(text: str) -> dict:
+    return _parse_json(text, dict)
+
+
+def _json_list(text: str) -> list:
+    return _parse_json(text, list)
 
 
 def cmd_validate(args) -> None:
@@ -96,6 +104,37 @@ def cmd_analyze(args) -> None:
                      [args.out_parquet, args.out_csv], started)  # fmt: skip
     cols = ["run_id", "memorization_step", "ood_generalization_step", "grokked"]
     print(summary[cols].to_string(index=False))
+
+
+def cmd_claims(args) -> None:
+    import pandas as pd
+
+    from . import provenance
+    from .analysis import AnalysisConfig
+    from .claims import judge, markdown, parse
+    from .io import atomic_path, write_text
+    from .selection import settings_table
+
+    started = provenance.now()
+    cfg = AnalysisConfig.from_dict(args.analysis)
+    claims = [parse(c, f"claims[{i}]") for i, c in enumerate(args.claims)]
+    summary = pd.read_parquet(args.summary)
+    table = settings_table(summary, cfg)
+    verdicts = judge(summary, table, claims, cfg.ood_split)
+    out = args.out_dir
+    for name, df, cols in (
+        ("selection", table, ["dataset", "model", "training", "hparams", "seeds", "val_reached",
+                              "val_mean_step", "val_final_accuracy", "test_ood_reached", "rank", "selected"]),
+        ("claims", verdicts, ["id", "claim", "verdict", "evidence", "figure"]),
+    ):  # fmt: skip
+        with atomic_path(out / f"{name}.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        write_text(out / f"{name}.md", markdown(df, cols))
+    outputs = [out / f"{n}.{e}" for n in ("selection", "claims") for e in ("csv", "md")]
+    if args.provenance:
+        config = {"analysis": args.analysis, "claims": args.claims}
+        write_record("analysis", args.provenance, config, [args.summary], outputs, started)
+    print(markdown(verdicts, ["id", "verdict", "evidence"]))
 
 
 def write_record(stage, path, config, inputs, outputs, started, **extra) -> None:
@@ -198,6 +237,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out-csv", required=True, type=Path)
     s.add_argument("--provenance", type=Path, help="where to write the provenance record")
     s.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("claims", help="choose hyperparameters per group and judge the study's claims")
+    s.add_argument("--summary", required=True, type=Path)
+    s.add_argument("--analysis", type=_json, default={})
+    s.add_argument("--claims", type=_json_list, default=[], help="the config's claims (JSON list)")
+    s.add_argument("--out-dir", required=True, type=Path, help="receives selection.{csv,md}, claims.{csv,md}")
+    s.add_argument("--provenance", type=Path, help="where to write the provenance record")
+    s.set_defaults(func=cmd_claims)
 
     s = sub.add_parser("plot", help="render one figure from the summary")
     s.add_argument("figure", choices=["curves", "grokking", "sweep"])

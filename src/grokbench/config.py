@@ -4,6 +4,13 @@
 1. structure and types against the JSON schema (workflow/schemas/config.schema.yaml), defaults filled in;
 2. meaning, against the code that will use each part: task parameters (feasibility included), model
    families and their keys, training settings, analysis settings, and every name the grid refers to.
+
+Hyperparameter grids: a grid block's `hparams` (e.g. `{lr: [3e-4, 1e-3]}`) trains every combination of
+the listed values on top of each of its training settings. Each combination becomes a training setting of
+its own, named `<base>+<key><value>...` (e.g. `default+lr0.0003`) and added to `config.training`, so that
+rules, run folders and the summary treat it like any other; a value equal to the base's keeps the base
+name, so a combination that is the base setting itself is the same run. Changing one block's grid leaves
+every other run's name and settings, hence its outputs, as they are.
 """
 
 from __future__ import annotations
@@ -100,7 +107,7 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
             check_model_spec(spec, where=f"config.models.{name}")
         for name, spec in config["training"].items():
             TrainConfig.from_dict(spec, where=f"config.training.{name}")
-        AnalysisConfig.from_dict(config["analysis"], where="config.analysis")
+        analysis = AnalysisConfig.from_dict(config["analysis"], where="config.analysis")
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for i, block in enumerate(config["grid"]):
@@ -115,7 +122,56 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
                         f"config.grid[{i}].{axis}: {name!r} is not defined in config.{section}; "
                         f"defined: {sorted(config[section])}"
                     )
+        if block.get("hparams"):
+            _check_selection_data(config, block, i, analysis)
+            block["training"] = _expand_hparams(config, block["training"], block.pop("hparams"), i)
+    from .claims import check_claims  # late: claims imports analysis only
+
+    try:
+        check_claims(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return config
+
+
+HPARAM_KEYS = ("lr", "weight_decay", "warmup_steps", "batch_size", "grad_clip", "atomic_fraction", "steps")
+
+
+def hparam_name(base: str, overrides: dict[str, Any]) -> str:
+    """`default` + {lr: 0.003} -> `default+lr0.003`."""
+    return "".join([base, *(f"+{k}{v:g}" for k, v in overrides.items())])
+
+
+def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i: int) -> list[str]:
+    """Add each combination of `hparams` on top of each base setting to config.training; return the names."""
+    names: dict[str, None] = {}
+    keys = list(hparams)
+    for base in bases:
+        base_cfg = TrainConfig.from_dict(config["training"][base], where=f"config.training.{base}")
+        for values in itertools.product(*(hparams[k] for k in keys)):
+            changed = {k: v for k, v in zip(keys, values) if v != getattr(base_cfg, k)}
+            name = hparam_name(base, changed)
+            spec = {**config["training"][base], **changed}
+            try:
+                TrainConfig.from_dict(spec, where=f"config.grid[{i}].hparams")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            config["training"][name] = spec
+            names[name] = None
+    return list(names)
+
+
+def _check_selection_data(config: dict, block: dict, i: int, analysis: AnalysisConfig) -> None:
+    """Choosing among hyperparameter settings needs the selection split in every dataset of the block."""
+    split = analysis.selection_split
+    for name in block["datasets"]:
+        spec = config["datasets"][name]
+        if split == "val_inferred_ood" and not spec.get("val_size"):
+            raise ConfigError(
+                f"config.grid[{i}].hparams: selecting among settings uses the split {split!r} "
+                f"(config.analysis.selection_split), but config.datasets.{name} has none; "
+                f"set config.datasets.{name}.val_size > 0"
+            )
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -169,6 +169,7 @@ SWEEP_Y_LABELS = {
     "ood_generalization_step": "steps to OOD generalization",
     "id_generalization_step": "steps to ID generalization",
     "memorization_step": "steps to memorize",
+    "selection_step": "steps to OOD validation accuracy",
 }
 
 
@@ -183,8 +184,11 @@ def plot_sweep(summary: pd.DataFrame, spec: dict, pdf: str | Path, png: str | Pa
     x, y, hue = spec["x"], spec.get("y", "ood_generalization_step"), spec.get("hue", "model")
     data = summary
     for column, key in (("dataset", "datasets"), ("model", "models"), ("training", "training")):
-        if spec.get(key):
-            data = data[data[column].isin(spec[key])]
+        if spec.get(key):  # a training name also selects the hyperparameter settings derived from it
+            keep = data[column].isin(spec[key])
+            if column == "training" and "training_base" in data:
+                keep |= data["training_base"].isin(spec[key])
+            data = data[keep]
     for column in (x, y, hue):
         if column not in data.columns:
             raise ValueError(f"sweep: no column {column!r} in the summary; known: {sorted(data.columns)}")

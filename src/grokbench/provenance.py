@@ -26,6 +26,7 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "data": ("tasks", "io.py"),
     "train": ("models", "train"),
     "analysis": ("analysis.py",),
+    "claims": ("analysis.py", "selection.py", "claims.py"),
     "plots": ("plots.py",),
 }
 

@@ -34,7 +34,7 @@ CELLS = study.cells(config)
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    training=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    training=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",  # + joins a hyperparameter setting to its base
     seed=r"\d+",
 
 
@@ -53,6 +53,10 @@ def run_outputs(name):
 
 def summary_outputs():
     return [f"{RESULTS}/summary/summary.parquet", f"{RESULTS}/summary/summary.csv"]
+
+
+def claims_outputs():
+    return [f"{RESULTS}/claims/{name}" for name in ("claims.csv", "claims.md", "selection.csv", "selection.md")]
 
 
 FIGURES = ["curves", "grokking"]

@@ -1,0 +1,229 @@
+"""The claims report: each claim of a study judged from the summary, with its verdict and evidence.
+
+A claim (config `claims`, a list) names the runs it is about with `where` (summary column -> value or
+list of values: dataset, model, family, training_base, task, data.*, train.*, ...) and one check. All checks
+read the test split (`analysis.ood_split`) through the summary's per-run steps; hyperparameters were
+chosen on the selection split (grokbench.selection), so no claim is judged on data used for selection.
+`settings: selected` (default for `groks` and `sooner`) keeps each group's selected setting only;
+`settings: all` (default for `fails`) keeps every swept setting.
+
+Checks (k = runs that did it, n = runs):
+- `groks`: runs memorize, then reach OOD >= threshold at a later evaluation and stay there (`grokked`).
+  Supported if k >= min_seeds (default: a majority of n), contradicted if k = 0, else inconclusive.
+- `fails`: no run reaches OOD >= threshold within its budget, at any setting. Supported if k = 0 over all
+  settings; contradicted if one setting reaches it in >= min_seeds of its seeds (default: a majority);
+  else inconclusive.
+- `sooner`: the `where` runs reach OOD >= threshold in fewer steps than the `than` runs. Steps to OOD
+  generalization per run; a run that never reached it counts as its final step (censored: a lower bound,
+  so the ratio only understates a real difference). ratio = mean(than) / mean(where), with a 95%
+  percentile-bootstrap interval (runs resampled with replacement within each side, `N_BOOT` draws from
+  numpy's default_rng(BOOT_SEED)). Supported if the interval lies above 1, contradicted if below 1,
+  inconclusive otherwise or if no run of either side reached the threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .params import from_dict
+
+CHECKS = ("groks", "fails", "sooner")
+VERDICTS = ("supported", "contradicted", "inconclusive")
+N_BOOT = 2000
+BOOT_SEED = 0
+NAME_KEYS = {"dataset": "datasets", "model": "models"}  # `where` keys whose values the config defines
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    text: str
+    check: str
+    where: dict[str, Any] = field(default_factory=dict)
+    than: dict[str, Any] | None = None
+    settings: str | None = None  # selected | all; None: all for `fails`, selected otherwise
+    min_seeds: int | None = None
+    figure: str | None = None  # a figure of the study: curves, grokking or sweep_<name>
+
+    @property
+    def scope(self) -> str:
+        return self.settings or ("all" if self.check == "fails" else "selected")
+
+
+def parse(spec: dict[str, Any], where: str) -> Claim:
+    claim = from_dict(Claim, spec, where)
+    if claim.check not in CHECKS:
+        raise ValueError(f"{where}.check={claim.check!r}: expected one of {list(CHECKS)}")
+    if (claim.than is None) != (claim.check != "sooner"):
+        raise ValueError(f"{where}.than: required by check 'sooner' and only by it")
+    if claim.settings not in (None, "selected", "all"):
+        raise ValueError(f"{where}.settings={claim.settings!r}: expected 'selected' or 'all'")
+    if claim.min_seeds is not None and claim.min_seeds < 1:
+        raise ValueError(f"{where}.min_seeds={claim.min_seeds}: must be at least 1")
+    return claim
+
+
+def figures_of(config: dict[str, Any]) -> list[str]:
+    return ["curves", "grokking", *(f"sweep_{name}" for name in config.get("sweeps", {}))]
+
+
+def check_claims(config: dict[str, Any]) -> list[Claim]:
+    """Parse and check the config's claims before any job runs: unique ids, known figures, and every
+    dataset / model name in `where` / `than` defined and present in the grid."""
+    from .config import cells  # late: config imports this module
+
+    claims, ids = [], set()
+    grid = cells(config)
+    for i, spec in enumerate(config.get("claims", [])):
+        where = f"config.claims[{i}]"
+        claim = parse(spec, where)
+        if claim.id in ids:
+            raise ValueError(f"{where}.id={claim.id!r}: used by an earlier claim")
+        ids.add(claim.id)
+        if claim.figure is not None and claim.figure not in figures_of(config):
+            raise ValueError(f"{where}.figure={claim.figure!r}: expected one of {figures_of(config)}")
+        for side in ("where", "than"):
+            filt = getattr(claim, side) or {}
+            for key, section in NAME_KEYS.items():
+                for name in _values(filt.get(key, [])):
+                    if name not in config[section]:
+                        raise ValueError(
+                            f"{where}.{side}.{key}: {name!r} is not defined in config.{section}; "
+                            f"defined: {sorted(config[section])}"
+                        )
+            named = {k: _values(v) for k, v in filt.items() if k in NAME_KEYS}
+            if not any(all(getattr(c, k) in v for k, v in named.items()) for c in grid):
+                raise ValueError(f"{where}.{side}={filt}: no run of the grid matches")
+        claims.append(claim)
+    return claims
+
+
+def _values(v: Any) -> list:
+    return list(v) if isinstance(v, list | tuple) else [v]
+
+
+def runs_of(summary: pd.DataFrame, filt: dict[str, Any], chosen: set | None, what: str) -> pd.DataFrame:
+    """The summary rows matching `filt`, restricted to selected settings when `chosen` is given."""
+    rows = summary
+    for key, value in filt.items():
+        if key not in rows.columns:
+            raise ValueError(f"{what}: no column {key!r} in the summary; known: {sorted(summary.columns)}")
+        rows = rows[rows[key].isin(_values(value))]
+    if chosen is not None:
+        keep = [(d, m, t) in chosen for d, m, t in zip(rows["dataset"], rows["model"], rows["training"])]
+        rows = rows[keep]
+    if rows.empty:
+        raise ValueError(f"{what}: no run matches {filt}")
+    return rows
+
+
+def _steps(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Steps to OOD generalization per run, censored at the final step; and which were censored."""
+    reached = rows["ood_generalization_step"].astype("Float64")
+    censored = reached.isna().to_numpy()
+    return reached.fillna(rows["final_step"].astype("Float64")).to_numpy(float), censored
+
+
+def _steps_text(steps: pd.Series) -> str:
+    return ", ".join("never" if pd.isna(s) else f"{s:.0f}" for s in steps.astype("Float64"))
+
+
+def _fmt_steps(steps: np.ndarray, censored: np.ndarray) -> str:
+    return ", ".join(f"{s:.0f}{'*' if c else ''}" for s, c in zip(steps, censored))
+
+
+def bootstrap_ratio(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED):
+    """mean(b) / mean(a) and its 95% percentile-bootstrap interval (each side resampled on its own)."""
+    rng = np.random.default_rng(seed)
+    ia = rng.integers(0, len(a), size=(n_boot, len(a)))
+    ib = rng.integers(0, len(b), size=(n_boot, len(b)))
+    ratios = b[ib].mean(axis=1) / a[ia].mean(axis=1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(b.mean() / a.mean()), float(low), float(high)
+
+
+def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) -> dict[str, Any]:
+    what = f"claim {claim.id!r}"
+    scope = chosen if claim.scope == "selected" else None
+    rows = runs_of(summary, claim.where, scope, what)
+    out: dict[str, Any] = {"n": len(rows)}
+    settings = sorted(set(rows["model"] + "/" + rows["training"]))
+    if claim.check == "groks":
+        k = int(rows["grokked"].sum())
+        need = claim.min_seeds or len(rows) // 2 + 1
+        verdict = "supported" if k >= need else "contradicted" if k == 0 else "inconclusive"
+        mem, ood = _steps_text(rows["memorization_step"]), _steps_text(rows["ood_generalization_step"])
+        evidence = f"{k}/{len(rows)} runs grokked (need {need}); memorized at {mem}; OOD >= threshold {ood}"
+        out |= {"k": k}
+    elif claim.check == "fails":
+        per = rows.groupby(["dataset", "model", "training"], sort=False)
+        counts = [(name, int(g["ood_generalization_step"].notna().sum()), len(g)) for name, g in per]
+        k = sum(c for _, c, _ in counts)
+        need = claim.min_seeds
+        reliable = [c >= (need or n // 2 + 1) for _, c, n in counts]
+        verdict = "supported" if k == 0 else "contradicted" if any(reliable) else "inconclusive"
+        acc = f"final_acc_{ood_split}"
+        best = float(rows[acc].max()) if acc in rows else math.nan
+        evidence = "; ".join(f"{'/'.join(name)}: {c}/{n} reached OOD >= threshold" for name, c, n in counts)
+        evidence += f"; best final OOD accuracy {best:.3f}"
+        out |= {"k": k}
+    else:
+        other = runs_of(summary, claim.than, scope, f"{what} (than)")
+        a, ca = _steps(rows)
+        b, cb = _steps(other)
+        ratio, low, high = bootstrap_ratio(a, b)
+        if ca.all() and cb.all():
+            verdict = "inconclusive"
+        else:
+            verdict = "supported" if low > 1 else "contradicted" if high < 1 else "inconclusive"
+        evidence = (
+            f"steps to OOD >= threshold: {_fmt_steps(a, ca)} (mean {a.mean():.0f}) vs than "
+            f"{_fmt_steps(b, cb)} (mean {b.mean():.0f}); ratio {ratio:.2f}, "
+            f"95% CI [{low:.2f}, {high:.2f}] (* never reached: its final step)"
+        )
+        settings += sorted(set(other["model"] + "/" + other["training"]))
+        out |= {"n_than": len(other), "mean_steps": a.mean(), "mean_steps_than": b.mean()}
+        out |= {"ratio": ratio, "ci_low": low, "ci_high": high}
+        rows = pd.concat([rows, other])
+    return {"verdict": verdict, "evidence": evidence, **out} | {
+        "settings": "; ".join(settings),
+        "runs": "; ".join(rows["run_id"]),
+    }
+
+
+def judge(summary: pd.DataFrame, table: pd.DataFrame, claims: list[Claim], ood_split: str) -> pd.DataFrame:
+    """One row per claim: verdict, evidence, the numbers behind it, the settings and runs it used."""
+    from .selection import selected
+
+    chosen = selected(table)
+    rows = []
+    for claim in claims:
+        head = {"id": claim.id, "claim": claim.text, "check": claim.check, "settings_scope": claim.scope}
+        rows.append(head | judge_one(claim, summary, chosen, ood_split) | {"figure": claim.figure or ""})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+COLUMNS = [
+    *("id", "claim", "check", "verdict", "evidence", "n", "k", "n_than", "mean_steps", "mean_steps_than"),
+    *("ratio", "ci_low", "ci_high", "settings_scope", "settings", "figure", "runs"),
+]
+
+
+def markdown(df: pd.DataFrame, columns: list[str]) -> str:
+    """A GitHub-flavoured Markdown table of `columns` (pipes in cells escaped)."""
+
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df[columns].itertuples(index=False)]
+    return "\n".join(lines) + "\n"
