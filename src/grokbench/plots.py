@@ -184,11 +184,8 @@ def plot_sweep(summary: pd.DataFrame, spec: dict, pdf: str | Path, png: str | Pa
     x, y, hue = spec["x"], spec.get("y", "ood_generalization_step"), spec.get("hue", "model")
     data = summary
     for column, key in (("dataset", "datasets"), ("model", "models"), ("training", "training")):
-        if spec.get(key):  # a training name also selects the hyperparameter settings derived from it
-            keep = data[column].isin(spec[key])
-            if column == "training" and "training_base" in data:
-                keep |= data["training_base"].isin(spec[key])
-            data = data[keep]
+        if spec.get(key):
+            data = data[data[column].isin(spec[key])]
     for column in (x, y, hue):
         if column not in data.columns:
             raise ValueError(f"sweep: no column {column!r} in the summary; known: {sorted(data.columns)}")
