@@ -276,7 +276,12 @@ def test_audit_walks_back_and_names_changed_files(study):
 
 
 def test_paper_config_plans_every_run_on_a_gpu_with_the_slurm_profile():
-    """42 runs: 4 families x 3 seeds, and GPT's entity, value-range and phi sweeps x 3 seeds."""
+    """Every run of the paper config (4 families x 3 learning rates x 3 seeds, GPT's entity, value-range,
+    phi and composition runs x 3 seeds) is planned as a GPU job."""
+    from grokbench.config import cells, load
+
+    n_runs = len(cells(load(REPO / "config" / "paper.yaml")))
+    assert n_runs == 4 * 3 * 3 + 3 * (4 + 3 + 3 + 1)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cmd = ["timeout", "-s", "KILL", "300", "snakemake", "--profile", "slurm", "-n",
            "--configfile", "config/paper.yaml"]  # fmt: skip
@@ -285,6 +290,6 @@ def test_paper_config_plans_every_run_on_a_gpu_with_the_slurm_profile():
     text = out.stdout + out.stderr
     jobs = re.split(r"\n\s*rule ", text)[1:]  # one chunk per planned job (train jobs sit in a group)
     train = [j for j in jobs if j.startswith("train:")]
-    assert len(train) == 42
+    assert len(train) == n_runs
     assert all("gpu=1" in j and "runtime=" in j and "mem_mb=" in j for j in train)
     assert not [j for j in jobs if not j.startswith("train:") and "gpu=" in j.split("resources:")[-1]]
