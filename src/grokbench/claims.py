@@ -218,10 +218,10 @@ def markdown(df: pd.DataFrame, columns: list[str]) -> str:
     """A GitHub-flavoured Markdown table of `columns` (pipes in cells escaped)."""
 
     def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             return ""
         if isinstance(v, float):
-            return f"{v:.3g}"
+            return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"  # steps whole, ratios and accuracies 3 digits
         return str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

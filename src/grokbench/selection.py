@@ -27,13 +27,15 @@ GROUP = ["dataset", "model", "training_base"]
 
 
 def _score(runs: pd.DataFrame, acc_col: str) -> dict:
+    """A setting's score on the selection split; NaN where its runs have no such split."""
     steps = runs["selection_step"].astype("Float64")
     censored = steps.fillna(runs["final_step"].astype("Float64"))
+    has_split = acc_col in runs and runs[acc_col].notna().all()
     return {
         "seeds": len(runs),
-        "val_reached": int(steps.notna().sum()),
-        "val_mean_step": float(censored.mean()),
-        "val_final_accuracy": float(runs[acc_col].mean()) if acc_col in runs else math.nan,
+        "val_reached": int(steps.notna().sum()) if has_split else pd.NA,
+        "val_mean_step": float(censored.mean()) if has_split else math.nan,
+        "val_final_accuracy": float(runs[acc_col].mean()) if has_split else math.nan,
         "test_ood_reached": int(runs["ood_generalization_step"].notna().sum()),
     }
 
@@ -61,7 +63,7 @@ def settings_table(summary: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
                 "hparams": ", ".join(training.split("+")[1:]) or "(base)",
                 **_score(runs, acc_col),
             })  # fmt: skip
-        if len(settings) > 1 and (acc_col not in group or group[acc_col].isna().all()):
+        if len(settings) > 1 and (acc_col not in group or group[acc_col].isna().any()):
             raise ValueError(
                 f"selection: {dataset}/{model}/{base} has {len(settings)} settings but its runs have no "
                 f"split {cfg.selection_split!r} (analysis.selection_split) to choose on"
