@@ -190,6 +190,13 @@ def cmd_bench_backends(args) -> None:
     bench_backends(args.preset, args.batch, args.seq, args.vocab, args.repeats, args.families)
 
 
+def cmd_bench_train(args) -> None:
+    from .bench_train import bench_train
+
+    bench_train(args.preset, args.batch, args.steps, args.warmup, args.seeds, data=args.data,
+                peak=args.peak_tflops, compile=args.compile)  # fmt: skip
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grokbench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -268,6 +275,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=10)
     s.add_argument("--families", nargs="*", help="only these families")
     s.set_defaults(func=cmd_bench_backends)
+
+    s = sub.add_parser("bench-train", help="training throughput: the reference setup vs grokbench's trainer")
+    s.add_argument("--preset", help="gpt size preset (default: paper on CUDA, tiny on CPU)")
+    s.add_argument("--batch", type=int, help="batch per run (default: 512 on CUDA, 64 on CPU)")
+    s.add_argument("--steps", type=int, help="timed steps (default: 100 on CUDA, 20 on CPU)")
+    s.add_argument("--warmup", type=int, help="untimed steps first (default: 20 on CUDA, 5 on CPU)")
+    s.add_argument("--seeds", type=int, help="runs trained packed (default: 4 on CUDA, 2 on CPU)")
+    s.add_argument("--data", type=_json, help="comparison-task parameters (JSON) over the defaults")
+    s.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: by GPU name)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the grokbench models")
+    s.set_defaults(func=cmd_bench_train)
     return p
 
 

@@ -40,12 +40,21 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def decays(p: torch.Tensor) -> bool:
+    """Whether AdamW decays parameter `p`: matrices and embeddings yes; biases, norm gains and parameters a
+    family marks `_no_weight_decay` (Mamba's A_log, D, dt bias, as its authors do) no."""
+    return p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
-    """AdamW with decoupled weight decay on matrices and embeddings, none on biases and norm gains, nor on
-    parameters a family marks `_no_weight_decay` (Mamba's A_log, D, dt bias, as its authors do)."""
+    """AdamW with decoupled weight decay on the parameters that `decays`, none on the others."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)]
-    no_decay = [p for p in params if p.dim() < 2 or getattr(p, "_no_weight_decay", False)]
+    return adamw([p for p in params if decays(p)], [p for p in params if not decays(p)], cfg, device)
+
+
+def adamw(decay: list[torch.Tensor], no_decay: list[torch.Tensor], cfg: TrainConfig, device: torch.device):
+    """AdamW (fused on CUDA) over two groups, `cfg.weight_decay` and none, with linear learning-rate warmup
+    over `cfg.warmup_steps` steps, then constant."""
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -90,12 +99,17 @@ def evaluate(model: nn.Module, t: Tensors, batch_size: int, amp) -> dict[str, tu
 
     Teacher-forced argmax on every answer token equals greedy decoding's exact match: greedy decoding
     reproduces the answer iff each answer token is the argmax given the correct prefix.
+
+    The sums stay on the model's device (the loss summed in float64, as Python floats would sum it) and
+    are read back once per evaluation, so CUDA runs wait for the device once, not once per chunk.
     """
     was_training = model.training
     model.eval()
-    out = {}
-    for name, idx in t.eval_sets.items():
-        loss_sum, correct, n_tok = 0.0, 0, 0
+    stats = []  # per split: (loss sum, answer tokens, exact matches), float64 on the device
+    for idx in t.eval_sets.values():
+        loss_sum = torch.zeros((), dtype=torch.float64, device=t.x.device)
+        n_tok = torch.zeros((), dtype=torch.int64, device=t.x.device)
+        correct = torch.zeros((), dtype=torch.int64, device=t.x.device)
         for chunk in idx.split(batch_size):
             x, y = t.x[chunk], t.y[chunk]
             with amp:
@@ -104,12 +118,16 @@ def evaluate(model: nn.Module, t: Tensors, batch_size: int, amp) -> dict[str, tu
             loss = F.cross_entropy(
                 logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum"
             )
-            loss_sum += loss.item()
-            n_tok += int(mask.sum())
+            loss_sum += loss
+            n_tok += mask.sum()
             hit = (logits.argmax(-1) == y) | ~mask
-            correct += int(hit.all(dim=1).sum())
-        out[name] = (loss_sum / max(n_tok, 1), correct / max(len(idx), 1))
+            correct += hit.all(dim=1).sum()
+        stats.append(torch.stack([loss_sum, n_tok.double(), correct.double()]))
     model.train(was_training)
+    values = torch.stack(stats).tolist() if stats else []  # the one host sync
+    out = {}
+    for (name, idx), (loss_sum, n_tok, correct) in zip(t.eval_sets.items(), values):
+        out[name] = (loss_sum / max(n_tok, 1), correct / max(len(idx), 1))
     return out
 
 
@@ -129,11 +147,17 @@ def train(
     desc: str = "train",
     progress: bool = True,
     checkpoint: Checkpointer | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> Result:
     """Train one run. `model_fn` builds the model after the seed is set, so init follows the seed.
 
     With a `checkpoint`, the run resumes from a saved state of the same configuration, saves every
-    `checkpoint.every` steps, and on SIGTERM / SIGUSR1 saves and raises `Interrupted`.
+    `checkpoint.every` steps, and on SIGTERM / SIGUSR1 saves and raises `Interrupted`. `on_step(step)` is
+    called after the optimizer step `step` (0-based; benchmarks time the loop with it).
+
+    On CUDA the loop does not wait for the device between steps: batch indices travel from pinned memory
+    without blocking, and the loss is read back only for the progress bar (every 50 steps) and the
+    metrics only at evaluations.
     """
     device = pick_device(cfg.device)
     torch.manual_seed(seed)
@@ -195,7 +219,7 @@ def train(
                     postfix[name] = f"{acc:.2f}"
             if step == cfg.steps:
                 break
-            idx = sampler().to(device)
+            idx = to_device(sampler(), device)
             with amp:
                 logits = forward(t.x[idx])
             loss = accel.loss_fn(logits, t.y[idx])
@@ -207,6 +231,8 @@ def train(
             accel.before_step(opt, step)  # scheduled weight decay
             opt.step()
             sched.step()
+            if on_step is not None:
+                on_step(step)
             if progress and (step % 50 == 0):
                 # a host sync: only as often as the bar shows it
                 bar.set_postfix(loss=f"{loss.item():.3f}", **short(postfix), refresh=False)
@@ -217,6 +243,13 @@ def train(
             checkpoint.restore_signal_handlers()
     metrics = pd.DataFrame(rows, columns=["step", "split", "loss", "accuracy", "elapsed"])
     return Result(metrics, model, time.perf_counter() - start, str(device))
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`; to CUDA through pinned memory, so the host does not wait for the copy."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def short(postfix: dict[str, str]) -> dict[str, str]:
