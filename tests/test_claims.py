@@ -105,6 +105,19 @@ def test_bad_selection_or_claims_named(change, message):
         validate(cfg)
 
 
+def test_sweep_filters_checked_against_the_grid():
+    cfg = grid_config(hparams={"lr": [3e-3, 1e-2]})
+    cfg["sweeps"] = {"lr": {"x": "train.lr", "training": ["default", "default+lr0.01"]}}
+    validate(cfg)  # a hyperparameter setting is a training name like any other
+    cfg["sweeps"]["lr"]["training"] = ["default+lr0.03"]
+    with pytest.raises(ConfigError, match=r"config.sweeps.lr.training: 'default\+lr0.03' is not defined"):
+        validate(cfg)
+    cfg["sweeps"]["lr"] = {"x": "train.lr", "models": ["gpt"], "datasets": ["b"]}
+    cfg["datasets"]["b"] = dict(cfg["datasets"]["a"], seed=1)  # defined, not in the grid
+    with pytest.raises(ConfigError, match="config.sweeps.lr: no run of the grid matches"):
+        validate(cfg)
+
+
 def test_claim_matching_no_run_of_the_grid_is_rejected():
     cfg = copy.deepcopy(TINY_CONFIG)
     cfg["datasets"]["b"] = dict(cfg["datasets"]["a"], seed=1)  # defined, but not in the grid

@@ -125,6 +125,7 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
         if block.get("hparams"):
             _check_selection_data(config, block, i, analysis)
             block["training"] = _expand_hparams(config, block["training"], block.pop("hparams"), i)
+    _check_sweeps(config)
     from .claims import check_claims  # late: claims imports analysis only
 
     try:
@@ -132,9 +133,6 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return config
-
-
-HPARAM_KEYS = ("lr", "weight_decay", "warmup_steps", "batch_size", "grad_clip", "atomic_fraction", "steps")
 
 
 def hparam_name(base: str, overrides: dict[str, Any]) -> str:
@@ -159,6 +157,24 @@ def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i:
             config["training"][name] = spec
             names[name] = None
     return list(names)
+
+
+def _check_sweeps(config: dict) -> None:
+    """Every name a sweep figure filters on is defined, and some run of the grid matches the filters."""
+    grid = cells(config)
+    for name, spec in config["sweeps"].items():
+        filters = {}
+        for key, attr in (("datasets", "dataset"), ("models", "model"), ("training", "training")):
+            for value in spec.get(key, []):
+                if value not in config[key]:
+                    raise ConfigError(
+                        f"config.sweeps.{name}.{key}: {value!r} is not defined in config.{key}; "
+                        f"defined: {sorted(config[key])}"
+                    )
+            if spec.get(key):
+                filters[attr] = set(spec[key])
+        if not any(all(getattr(c, a) in v for a, v in filters.items()) for c in grid):
+            raise ConfigError(f"config.sweeps.{name}: no run of the grid matches its filters")
 
 
 def _check_selection_data(config: dict, block: dict, i: int, analysis: AnalysisConfig) -> None:
