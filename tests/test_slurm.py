@@ -16,7 +16,8 @@ the node's 2 CPUs queue their jobs), each with the repository's `slurm/` profile
   model and the partition come from the documented overrides, GROKBENCH_GPU_MODEL and
   GROKBENCH_GPU_PARTITION;
 - packing (GROKBENCH_RUNS_PER_JOB=2): two training runs go to SLURM as one job asking for one run's GPU
-  and twice its wall time;
+  and twice its wall time; they are two settings of a learning-rate grid, so a `+` in the training name
+  (`default+lr0.01`) also goes through sbatch, job comments and log paths;
 - a rule that fails inside its SLURM job: snakemake exits 1 (reported, not hung), SLURM has it FAILED.
 
 Every snakemake call runs under `timeout -s KILL`: a status check that hangs must fail the test, not
@@ -131,6 +132,9 @@ class Run:
         return f"exit {self.returncode} (137: killed by the timeout)\n{self.log[-4000:]}"
 
 
+PACKED = ("default", "default+lr0.01")  # the two settings of the packed run's learning-rate grid
+
+
 @pytest.fixture(scope="module")
 def runs(cluster, tmp_path_factory):
     """The three runs (see the module docstring), started together, finished."""
@@ -138,7 +142,8 @@ def runs(cluster, tmp_path_factory):
     copy_workflow(study, copy.deepcopy(TINY_CONFIG))
     packed = tmp_path_factory.mktemp("slurm-packed")
     cfg = copy.deepcopy(TINY_CONFIG)
-    cfg["grid"][0]["seeds"] = [0, 1]
+    cfg["datasets"]["a"]["val_size"] = 16
+    cfg["grid"][0]["hparams"] = {"lr": [cfg["training"]["default"]["lr"], 1e-2]}
     copy_workflow(packed, cfg)
     failing = tmp_path_factory.mktemp("slurm-failing")
     (failing / "Snakefile").write_text(FAILING_SNAKEFILE)
@@ -150,7 +155,7 @@ def runs(cluster, tmp_path_factory):
         # The training runs only (their outputs as targets): packing is about them.
         "packed": Run(packed, run_env(cluster, GROKBENCH_RUNS_PER_JOB="2", GROKBENCH_TRAIN_RUNTIME="7"),
                       "--configfile", "study.yaml", *FAST,
-                      *[f"results/runs/a/gpt/default/seed{s}/run.json" for s in (0, 1)]),
+                      *[f"results/runs/a/gpt/{t}/seed0/run.json" for t in PACKED]),
         "failing": Run(failing, run_env(cluster), *FAST),
     }  # fmt: skip
     done = {name: run.wait() for name, run in pending.items()}
@@ -232,8 +237,8 @@ def test_training_job_gets_a_gpu_cpu_stages_none(runs, cluster):
 def test_packing_two_runs_into_one_gpu_job(runs, cluster):
     run = runs["packed"]
     assert run.returncode == 0, run.tail()
-    for seed in (0, 1):
-        assert (run.workdir / f"results/runs/a/gpt/default/seed{seed}/run.json").exists()
+    for training in PACKED:
+        assert (run.workdir / f"results/runs/a/gpt/{training}/seed0/run.json").exists()
     jobs = slurm_jobs(cluster, run.workdir)
     trains = [j for j in jobs if rule_of(j).startswith("train")]
     assert len(trains) == 1, [j["_text"] for j in jobs]  # both runs in one job
