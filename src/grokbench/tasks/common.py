@@ -62,14 +62,19 @@ class TaskParams:
             raise ValueError(f"seed={self.seed}: must be non-negative")
 
 
-def check_val_size(test_size: int, val_size: int, pool: int, where: str) -> None:
-    """The OOD validation split (`val_size` facts) must fit the OOD pool beside the test split."""
+def check_test_pools(test_size: int, val_size: int, pools: dict[str, int], unit: str, where: str) -> None:
+    """`test_size` questions must fit each held-out pool (name -> size, in `unit`s), and the OOD validation
+    split (`val_size` more, disjoint from the test ones) must fit beside them in the last, the OOD pool."""
+    for name, size in pools.items():
+        if test_size > size:
+            raise ValueError(f"test_size={test_size}: larger than the {name} pool ({size} {unit}) {where}")
+    ood = list(pools.values())[-1]
     if val_size < 0:
         raise ValueError(f"val_size={val_size}: must be non-negative")
-    if test_size + val_size > pool:
+    if test_size + val_size > ood:
         raise ValueError(
             f"val_size={val_size}: test_size + val_size = {test_size + val_size} is larger than the OOD "
-            f"pool ({pool} facts) {where}"
+            f"pool ({ood} {unit}) {where}"
         )
 
 

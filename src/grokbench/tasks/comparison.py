@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab, dataset_hash, facts_frame
-from .common import SPECIALS, EntitySplit, TaskParams, check_val_size, nth_not_in, sample
+from .common import SPECIALS, EntitySplit, TaskParams, check_test_pools, nth_not_in, sample
 
 TASK = "comparison"
 GENERATOR_VERSION = "comparison/1"
@@ -119,12 +119,8 @@ class ComparisonParams(EntitySplit, TaskParams):
             )
         if self.test_size < 1:
             raise ValueError(f"test_size={self.test_size}: must be at least 1")
-        for pool, size in (("held-out ID", self.heldout_pool_size), ("OOD", self.ood_pool_size)):
-            if self.test_size > size:
-                raise ValueError(
-                    f"test_size={self.test_size}: larger than the {pool} pool ({size} facts) {where}"
-                )
-        check_val_size(self.test_size, self.val_size, self.ood_pool_size, where)
+        pools = {"held-out ID": self.heldout_pool_size, "OOD": self.ood_pool_size}
+        check_test_pools(self.test_size, self.val_size, pools, "facts", where)
         if self.seed < 0:
             raise ValueError(f"seed={self.seed}: must be non-negative")
 

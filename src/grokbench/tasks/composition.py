@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, TaskParams, check_val_size, fact_rows, finish, nth_not_in, sample
+from .common import SPECIALS, TaskParams, check_test_pools, fact_rows, finish, nth_not_in, sample
 
 TASK = "composition"
 GENERATOR_VERSION = "composition/1"
@@ -196,10 +196,7 @@ def plan(p: CompositionParams) -> Plan:
         )
     if n_ood < 1:
         raise ValueError(f"ood_ratio={p.ood_ratio}: no path has all hops OOD {where}")
-    for pool, size in (("held-out ID", pl.n_heldout), ("OOD", n_ood)):
-        if p.test_size > size:
-            raise ValueError(f"test_size={p.test_size}: larger than the {pool} pool ({size} paths) {where}")
-    check_val_size(p.test_size, p.val_size, n_ood, where)
+    check_test_pools(p.test_size, p.val_size, {"held-out ID": pl.n_heldout, "OOD": n_ood}, "paths", where)
     return pl
 
 

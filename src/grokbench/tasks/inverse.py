@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, EntitySplit, TaskParams, check_val_size, fact_rows, finish, sample
+from .common import SPECIALS, EntitySplit, TaskParams, check_test_pools, fact_rows, finish, sample
 
 TASK = "inverse"
 GENERATOR_VERSION = "inverse/1"
@@ -108,10 +108,8 @@ def plan(p: InverseParams) -> Plan:
             f"train_ratio={p.train_ratio}: gives {n_train} training and {pl.n_heldout} held-out "
             f"inverse facts {where}; need at least 1 of each"
         )
-    for pool, size in (("held-out ID", pl.n_heldout), ("OOD", len(ood_facts))):
-        if p.test_size > size:
-            raise ValueError(f"test_size={p.test_size}: larger than the {pool} pool ({size} facts) {where}")
-    check_val_size(p.test_size, p.val_size, len(ood_facts), where)
+    pools = {"held-out ID": pl.n_heldout, "OOD": len(ood_facts)}
+    check_test_pools(p.test_size, p.val_size, pools, "facts", where)
     return pl
 
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, EntitySplit, TaskParams, check_val_size, fact_rows, finish, sample
+from .common import SPECIALS, EntitySplit, TaskParams, check_test_pools, fact_rows, finish, sample
 
 TASK = "ordering"
 GENERATOR_VERSION = "ordering/1"
@@ -150,13 +150,8 @@ def plan(p: OrderingParams) -> Plan:
     where = f"(seed={p.seed}, n_entities={n}, train_distance={d}, id_ratio={p.id_ratio})"
     if pl.near_id.size < 1:
         raise ValueError(f"train_distance={d}: no pair of ID entities at distance 2..{d} {where}")
-    for name, pool in (("far ID", pl.far_id), ("far OOD", pl.far_ood)):
-        if p.test_size > 2 * pool.size:
-            raise ValueError(
-                f"test_size={p.test_size}: larger than the {name} pool "
-                f"({2 * pool.size} ordered pairs) {where}"
-            )
-    check_val_size(p.test_size, p.val_size, 2 * pl.far_ood.size, where)
+    pools = {"far ID": 2 * pl.far_id.size, "far OOD": 2 * pl.far_ood.size}
+    check_test_pools(p.test_size, p.val_size, pools, "ordered pairs", where)
     return pl
 
 
