@@ -103,6 +103,12 @@ def analyze_run(metrics: pd.DataFrame, cfg: AnalysisConfig) -> dict[str, Any]:
     return out
 
 
+def steps_or_final(runs: pd.DataFrame, column: str) -> pd.Series:
+    """A summary step column (e.g. ood_generalization_step) with each run that never reached its threshold
+    counted at its final step: censored, so a lower bound on when it would have."""
+    return runs[column].astype("Float64").fillna(runs["final_step"].astype("Float64"))
+
+
 SUMMARY_FIRST = ["run_id", "dataset", "model", "family", "training", "seed", "n_params", "task"]
 
 

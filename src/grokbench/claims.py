@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .analysis import steps_or_final
 from .params import from_dict
 
 CHECKS = ("groks", "fails", "sooner")
 VERDICTS = ("supported", "contradicted", "inconclusive")
 N_BOOT = 2000
 BOOT_SEED = 0
-NAME_KEYS = {"dataset": "datasets", "model": "models"}  # `where` keys whose values the config defines
+NAME_KEYS = ("dataset", "model")  # `where` keys whose values the config defines
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,12 @@ def figures_of(config: dict[str, Any]) -> list[str]:
     return ["curves", "grokking", *(f"sweep_{name}" for name in config.get("sweeps", {}))]
 
 
-def check_claims(config: dict[str, Any]) -> list[Claim]:
+def check_claims(config: dict[str, Any], grid: list) -> list[Claim]:
     """Parse and check the config's claims before any job runs: unique ids, known figures, and every
-    dataset / model name in `where` / `than` defined and present in the grid."""
-    from .config import cells  # late: config imports this module
+    dataset / model name in `where` / `than` defined and present in the grid (a list of config.Cell)."""
+    from .config import grid_matches  # late: config imports this module
 
     claims, ids = [], set()
-    grid = cells(config)
     for i, spec in enumerate(config.get("claims", [])):
         where = f"config.claims[{i}]"
         claim = parse(spec, where)
@@ -89,15 +89,8 @@ def check_claims(config: dict[str, Any]) -> list[Claim]:
             raise ValueError(f"{where}.figure={claim.figure!r}: expected one of {figures_of(config)}")
         for side in ("where", "than"):
             filt = getattr(claim, side) or {}
-            for key, section in NAME_KEYS.items():
-                for name in _values(filt.get(key, [])):
-                    if name not in config[section]:
-                        raise ValueError(
-                            f"{where}.{side}.{key}: {name!r} is not defined in config.{section}; "
-                            f"defined: {sorted(config[section])}"
-                        )
             named = {k: _values(v) for k, v in filt.items() if k in NAME_KEYS}
-            if not any(all(getattr(c, k) in v for k, v in named.items()) for c in grid):
+            if not grid_matches(config, grid, named, {k: f"{where}.{side}.{k}" for k in named}):
                 raise ValueError(f"{where}.{side}={filt}: no run of the grid matches")
         claims.append(claim)
     return claims
@@ -124,9 +117,8 @@ def runs_of(summary: pd.DataFrame, filt: dict[str, Any], chosen: set | None, wha
 
 def _steps(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Steps to OOD generalization per run, censored at the final step; and which were censored."""
-    reached = rows["ood_generalization_step"].astype("Float64")
-    censored = reached.isna().to_numpy()
-    return reached.fillna(rows["final_step"].astype("Float64")).to_numpy(float), censored
+    censored = rows["ood_generalization_step"].isna().to_numpy()
+    return steps_or_final(rows, "ood_generalization_step").to_numpy(float), censored
 
 
 def _steps_text(steps: pd.Series) -> str:

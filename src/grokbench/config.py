@@ -125,11 +125,12 @@ def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[s
         if block.get("hparams"):
             _check_selection_data(config, block, i, analysis)
             block["training"] = _expand_hparams(config, block["training"], block.pop("hparams"), i)
-    _check_sweeps(config)
     from .claims import check_claims  # late: claims imports analysis only
 
+    grid = cells(config)
     try:
-        check_claims(config)
+        _check_sweeps(config, grid)
+        check_claims(config, grid)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return config
@@ -159,22 +160,31 @@ def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i:
     return list(names)
 
 
-def _check_sweeps(config: dict) -> None:
+SECTIONS = {"dataset": "datasets", "model": "models", "training": "training"}  # Cell field -> section
+
+
+def grid_matches(config: dict, grid: list[Cell], filters: dict[str, list], where: dict[str, str]) -> bool:
+    """Whether some run of `grid` matches every filter (Cell field -> names). A name its config section
+    does not define raises ValueError at `where[field]`, the filter's key in the config."""
+    for field, names in filters.items():
+        section = SECTIONS[field]
+        for name in names:
+            if name not in config[section]:
+                raise ValueError(
+                    f"{where[field]}: {name!r} is not defined in config.{section}; "
+                    f"defined: {sorted(config[section])}"
+                )
+    return any(all(getattr(c, f) in names for f, names in filters.items()) for c in grid)
+
+
+def _check_sweeps(config: dict, grid: list[Cell]) -> None:
     """Every name a sweep figure filters on is defined, and some run of the grid matches the filters."""
-    grid = cells(config)
     for name, spec in config["sweeps"].items():
-        filters = {}
-        for key, attr in (("datasets", "dataset"), ("models", "model"), ("training", "training")):
-            for value in spec.get(key, []):
-                if value not in config[key]:
-                    raise ConfigError(
-                        f"config.sweeps.{name}.{key}: {value!r} is not defined in config.{key}; "
-                        f"defined: {sorted(config[key])}"
-                    )
-            if spec.get(key):
-                filters[attr] = set(spec[key])
-        if not any(all(getattr(c, a) in v for a, v in filters.items()) for c in grid):
-            raise ConfigError(f"config.sweeps.{name}: no run of the grid matches its filters")
+        keys = {field: section for field, section in SECTIONS.items() if spec.get(section)}
+        filters = {field: spec[section] for field, section in keys.items()}
+        where = {field: f"config.sweeps.{name}.{section}" for field, section in keys.items()}
+        if not grid_matches(config, grid, filters, where):
+            raise ValueError(f"config.sweeps.{name}: no run of the grid matches its filters")
 
 
 def _check_selection_data(config: dict, block: dict, i: int, analysis: AnalysisConfig) -> None:

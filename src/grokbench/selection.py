@@ -21,7 +21,7 @@ import math
 
 import pandas as pd
 
-from .analysis import AnalysisConfig
+from .analysis import AnalysisConfig, steps_or_final
 
 GROUP = ["dataset", "model", "training_base"]
 
@@ -29,7 +29,7 @@ GROUP = ["dataset", "model", "training_base"]
 def _score(runs: pd.DataFrame, acc_col: str) -> dict:
     """A setting's score on the selection split; NaN where its runs have no such split."""
     steps = runs["selection_step"].astype("Float64")
-    censored = steps.fillna(runs["final_step"].astype("Float64"))
+    censored = steps_or_final(runs, "selection_step")
     has_split = acc_col in runs and runs[acc_col].notna().all()
     return {
         "seeds": len(runs),
