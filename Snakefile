@@ -1,12 +1,11 @@
-# grokbench: datasets -> training runs -> summary -> figures.
+# grokbench: datasets -> training runs -> summary -> claims, figures.
 # Usage: snakemake --cores 2            (the embedded default config.yaml)
 #        snakemake --configfile my.yaml --profile slurm
+# The study is one file, read by workflow/rules/common.smk through grokbench.study (no `configfile:`
+# directive here: Snakemake would merge a --configfile into it).
 from snakemake.utils import min_version
 
 min_version("8.0")
-
-
-configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -17,8 +16,8 @@ include: "workflow/rules/figures.smk"
 
 
 rule all:
+    default_target: True
     input:
         summary_outputs(),
         claims_outputs(),
         figure_outputs(),
-    default_target: True

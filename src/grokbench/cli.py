@@ -31,10 +31,10 @@ def _json_list(text: str) -> list:
 
 
 def cmd_validate(args) -> None:
-    from . import config
+    from . import study
 
-    cfg = config.load(args.config)
-    print(f"{args.config}: valid; {len(config.cells(cfg))} runs")
+    cfg = study.load(args.config)
+    print(f"{args.config}: valid; {len(study.cells(cfg))} runs")
 
 
 def cmd_data(args) -> None:
@@ -89,8 +89,8 @@ def cmd_analyze(args) -> None:
     import pyarrow.parquet as pq
 
     from . import provenance
-    from .analysis import AnalysisConfig, summarize
     from .io import atomic_path
+    from .report.analysis import AnalysisConfig, summarize
 
     started = provenance.now()
     summary = summarize(args.runs, AnalysisConfig.from_dict(args.analysis))
@@ -110,10 +110,10 @@ def cmd_claims(args) -> None:
     import pandas as pd
 
     from . import provenance
-    from .analysis import AnalysisConfig
-    from .claims import judge, markdown, parse
-    from .io import atomic_path, write_text
-    from .selection import settings_table
+    from .report.analysis import AnalysisConfig
+    from .report.claims import judge, parse
+    from .report.selection import settings_table
+    from .report.tables import CLAIMS_COLUMNS, SELECTION_COLUMNS, markdown, write_table
 
     started = provenance.now()
     cfg = AnalysisConfig.from_dict(args.analysis)
@@ -122,18 +122,13 @@ def cmd_claims(args) -> None:
     table = settings_table(summary, cfg)
     verdicts = judge(summary, table, claims, cfg.ood_split)
     out = args.out_dir
-    for name, df, cols in (
-        ("selection", table, ["dataset", "model", "training", "hparams", "seeds", "val_reached",
-                              "val_mean_step", "val_final_accuracy", "test_ood_reached", "rank", "selected"]),
-        ("claims", verdicts, ["id", "claim", "verdict", "evidence", "figure"]),
-    ):  # fmt: skip
-        with atomic_path(out / f"{name}.csv") as tmp:
-            df.to_csv(tmp, index=False)
-        write_text(out / f"{name}.md", markdown(df, cols))
-    outputs = [out / f"{n}.{e}" for n in ("selection", "claims") for e in ("csv", "md")]
+    outputs = []
+    for name, df, columns in (("selection", table, SELECTION_COLUMNS), ("claims", verdicts, CLAIMS_COLUMNS)):
+        write_table(df, out / f"{name}.csv", out / f"{name}.md", columns)
+        outputs += [out / f"{name}.csv", out / f"{name}.md"]
     if args.provenance:
         config = {"analysis": args.analysis, "claims": args.claims}
-        write_record("analysis", args.provenance, config, [args.summary], outputs, started)
+        write_record("claims", args.provenance, config, [args.summary], outputs, started)
     print(markdown(verdicts, ["id", "verdict", "evidence"]))
 
 
@@ -153,7 +148,8 @@ def write_record(stage, path, config, inputs, outputs, started, **extra) -> None
 def cmd_plot(args) -> None:
     import pandas as pd
 
-    from . import plots, provenance
+    from . import provenance
+    from .report import plots
 
     started = provenance.now()
     summary = pd.read_parquet(args.summary)
@@ -169,7 +165,7 @@ def cmd_plot(args) -> None:
 
 
 def cmd_audit(args) -> int:
-    from .audit import audit
+    from .provenance.audit import audit
 
     result = audit(args.path, args.root)
     print("\n".join(result.lines))
@@ -183,7 +179,7 @@ def cmd_audit(args) -> int:
 def cmd_bench_backends(args) -> None:
     import torch
 
-    from .bench import bench_backends
+    from .bench.backends import bench_backends
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"device: {device}; torch {torch.__version__}; {args.preset}, batch {args.batch}, seq {args.seq}")
@@ -191,7 +187,7 @@ def cmd_bench_backends(args) -> None:
 
 
 def cmd_bench_train(args) -> None:
-    from .bench_train import bench_train
+    from .bench.train import bench_train
 
     bench_train(args.preset, args.batch, args.steps, args.warmup, args.seeds, data=args.data,
                 peak=args.peak_tflops, compile=args.compile)  # fmt: skip

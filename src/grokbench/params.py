@@ -1,8 +1,11 @@
-"""Dataclass parameters from config dicts: unknown keys and wrong types are rejected by name."""
+"""Dataclass parameters from config dicts: unknown keys, wrong types and non-finite numbers are rejected
+by name. The one checker of its kind: task parameters, model specs, training and analysis settings and
+claims all go through `from_dict` (or `coerce`, for keys read off a builder's signature)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -12,7 +15,8 @@ T = TypeVar("T")
 
 def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     """(ok, value converted to tp): ints are accepted as floats (and converted), bools are neither ints
-    nor floats, lists are accepted as tuples, dicts as dataclasses (converted by `from_dict`)."""
+    nor floats, NaN and infinities are not floats, lists are accepted as tuples, dicts as dataclasses
+    (converted by `from_dict`)."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return True, value
@@ -36,7 +40,7 @@ def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
             ok = all(coerce(v, args[0])[0] for v in value) if args else True
         return ok, value
     if tp is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         return ok, float(value) if ok else value
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
@@ -58,6 +62,8 @@ def _dataclass_in(tp: Any) -> type | None:
 
 
 def type_name(tp: Any) -> str:
+    if tp is float:
+        return "a finite number"
     if typing.get_origin(tp) is None and hasattr(tp, "__name__"):
         return tp.__name__
     return str(tp).replace("typing.", "").replace("NoneType", "None")

@@ -14,14 +14,14 @@ rule summary:
             caption="../report/provenance.rst",
             category="Provenance",
         ),
+    log:
+        f"{RESULTS}/logs/summary.log",
+    conda:
+        "../envs/grokbench.yaml"
     params:
         runs=lambda w, input: [str(Path(p).parent) for p in input.info],
         analysis=as_json(config["analysis"]),
         code=code_fingerprint("analysis"),
-    conda:
-        "../envs/grokbench.yaml"
-    log:
-        f"{RESULTS}/logs/summary.log",
     shell:
         "python -m grokbench analyze --runs {params.runs} --analysis {params.analysis:q}"
         " --out-parquet {output.parquet} --out-csv {output.csv}"
@@ -50,15 +50,15 @@ rule claims:
             caption="../report/provenance.rst",
             category="Provenance",
         ),
+    log:
+        f"{RESULTS}/logs/claims.log",
+    conda:
+        "../envs/grokbench.yaml"
     params:
         analysis=as_json(config["analysis"]),
         claims=json.dumps(config["claims"], sort_keys=True, separators=(",", ":")),
         out_dir=lambda w, output: Path(output.claims).parent,
         code=code_fingerprint("claims"),
-    conda:
-        "../envs/grokbench.yaml"
-    log:
-        f"{RESULTS}/logs/claims.log",
     shell:
         "python -m grokbench claims --summary {input.summary} --analysis {params.analysis:q}"
         " --claims {params.claims:q} --out-dir {params.out_dir} --provenance {output.provenance} > {log} 2>&1"

@@ -15,20 +15,33 @@ envvars:
 # also when Snakemake was started as .venv/bin/snakemake without activating the environment.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
-from snakemake.exceptions import WorkflowError  # noqa: E402
 
-from grokbench import config as study  # noqa: E402
+from grokbench import grid, study  # noqa: E402
+from grokbench.report import FIGURES  # noqa: E402
 from grokbench.provenance import code_fingerprint  # noqa: E402
 
-try:
-    _validated = study.validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-except study.ConfigError as e:
-    raise WorkflowError(f"invalid config: {e}") from None
+
+def load_study():
+    """The study, exactly as its one file says plus the schema's defaults (grokbench.study.load): the
+    --configfile if given, else the embedded config.yaml; never a merge of the two. --config KEY=VALUE
+    pairs apply on top of the file before it is validated. A bad study stops Snakemake before any job
+    with the same message as `python -m grokbench validate` (no traceback: it is the user's input)."""
+    files = workflow.config_settings.configfiles
+    path = files[0] if files else Path(workflow.basedir) / "config.yaml"
+    try:
+        if len(files) > 1:
+            raise study.ConfigError(f"a study is one file; got --configfile {' '.join(map(str, files))}")
+        return study.load(path, overrides=dict(workflow.config_settings.config))
+    except study.ConfigError as e:
+        print(f"grokbench: invalid config: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 config.clear()
-config.update(_validated)
+config.update(load_study())
 
 RESULTS = config["results"]
-CELLS = study.cells(config)
+CELLS = grid.cells(config)
 
 
 wildcard_constraints:
@@ -56,13 +69,21 @@ def summary_outputs():
 
 
 def claims_outputs():
-    return [f"{RESULTS}/claims/{name}" for name in ("claims.csv", "claims.md", "selection.csv", "selection.md")]
+    return [
+        f"{RESULTS}/claims/{name}" for name in ("claims.csv", "claims.md", "selection.csv", "selection.md")
+    ]
 
 
-FIGURES = ["curves", "grokking"]
-SWEEPS = config["sweeps"]  # name -> spec of a sweep figure
+def figure_specs():
+    """Figure name (grokbench.report.figure_names) -> what `grokbench plot` draws (kind, spec) and its
+    report caption and category."""
+    fixed = {n: dict(kind=n, spec={}, caption=f"../report/{n}.rst", category="Figures") for n in FIGURES}
+    sweeps = {
+        f"sweep_{n}": dict(kind="sweep", spec=spec, caption="../report/sweep.rst", category="Sweeps")
+        for n, spec in config["sweeps"].items()
+    }
+    return fixed | sweeps
 
 
 def figure_outputs():
-    names = FIGURES + [f"sweep_{name}" for name in SWEEPS]
-    return expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=names, ext=["pdf", "png"])
+    return expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=list(figure_specs()), ext=["pdf", "png"])

@@ -6,16 +6,14 @@ rule dataset:
             caption="../report/provenance.rst",
             category="Provenance",
         ),
-    params:
-        task=lambda w: config["datasets"][w.dataset]["task"],
-        params=lambda w: as_json(
-            {k: v for k, v in config["datasets"][w.dataset].items() if k != "task"}
-        ),
-        code=code_fingerprint("data"),
-    conda:
-        "../envs/grokbench.yaml"
     log:
         f"{RESULTS}/logs/data/{{dataset}}.log",
+    conda:
+        "../envs/grokbench.yaml"
+    params:
+        task=lambda w: config["datasets"][w.dataset]["task"],
+        params=lambda w: as_json({k: v for k, v in config["datasets"][w.dataset].items() if k != "task"}),
+        code=code_fingerprint("data"),
     shell:
         "python -m grokbench data --task {params.task} --params {params.params:q}"
         " --out {output.data} --provenance {output.provenance} > {log} 2>&1"

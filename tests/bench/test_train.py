@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from grokbench import cli
-from grokbench.bench_train import DEFAULTS, peak_tflops, resolve
+from grokbench.bench.train import DEFAULTS, peak_tflops, resolve
 
-from .conftest import TINY_DATA
+from ..conftest import TINY_DATA
 
 SMALL = json.dumps(TINY_DATA)  # the test suite's tiny comparison dataset
 

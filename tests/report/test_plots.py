@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from grokbench import plots
+from grokbench.report import plots
 
 
 def sweep_summary() -> pd.DataFrame:

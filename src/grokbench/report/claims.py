@@ -3,7 +3,7 @@
 A claim (config `claims`, a list) names the runs it is about with `where` (summary column -> value or
 list of values: dataset, model, family, training_base, task, data.*, train.*, ...) and one check. All checks
 read the test split (`analysis.ood_split`) through the summary's per-run steps; hyperparameters were
-chosen on the selection split (grokbench.selection), so no claim is judged on data used for selection.
+chosen on the selection split (grokbench.report.selection), so no claim is judged on data used for selection.
 `settings: selected` (default for `groks` and `sooner`) keeps each group's selected setting only;
 `settings: all` (default for `fails`) keeps every swept setting.
 
@@ -30,8 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..grid import grid_matches
+from ..params import from_dict
+from . import figure_names
 from .analysis import steps_or_final
-from .params import from_dict
+from .selection import selected
 
 CHECKS = ("groks", "fails", "sooner")
 VERDICTS = ("supported", "contradicted", "inconclusive")
@@ -69,15 +72,9 @@ def parse(spec: dict[str, Any], where: str) -> Claim:
     return claim
 
 
-def figures_of(config: dict[str, Any]) -> list[str]:
-    return ["curves", "grokking", *(f"sweep_{name}" for name in config.get("sweeps", {}))]
-
-
 def check_claims(config: dict[str, Any], grid: list) -> list[Claim]:
     """Parse and check the config's claims before any job runs: unique ids, known figures, and every
-    dataset / model name in `where` / `than` defined and present in the grid (a list of config.Cell)."""
-    from .config import grid_matches  # late: config imports this module
-
+    dataset / model name in `where` / `than` defined and present in the grid (a list of grid.Cell)."""
     claims, ids = [], set()
     for i, spec in enumerate(config.get("claims", [])):
         where = f"config.claims[{i}]"
@@ -85,8 +82,8 @@ def check_claims(config: dict[str, Any], grid: list) -> list[Claim]:
         if claim.id in ids:
             raise ValueError(f"{where}.id={claim.id!r}: used by an earlier claim")
         ids.add(claim.id)
-        if claim.figure is not None and claim.figure not in figures_of(config):
-            raise ValueError(f"{where}.figure={claim.figure!r}: expected one of {figures_of(config)}")
+        if claim.figure is not None and claim.figure not in figure_names(config):
+            raise ValueError(f"{where}.figure={claim.figure!r}: expected one of {figure_names(config)}")
         for side in ("where", "than"):
             filt = getattr(claim, side) or {}
             named = {k: _values(v) for k, v in filt.items() if k in NAME_KEYS}
@@ -190,8 +187,6 @@ def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) 
 
 def judge(summary: pd.DataFrame, table: pd.DataFrame, claims: list[Claim], ood_split: str) -> pd.DataFrame:
     """One row per claim: verdict, evidence, the numbers behind it, the settings and runs it used."""
-    from .selection import selected
-
     chosen = selected(table)
     rows = []
     for claim in claims:
@@ -204,18 +199,3 @@ COLUMNS = [
     *("id", "claim", "check", "verdict", "evidence", "n", "k", "n_than", "mean_steps", "mean_steps_than"),
     *("ratio", "ci_low", "ci_high", "settings_scope", "settings", "figure", "runs"),
 ]
-
-
-def markdown(df: pd.DataFrame, columns: list[str]) -> str:
-    """A GitHub-flavoured Markdown table of `columns` (pipes in cells escaped)."""
-
-    def cell(v: Any) -> str:
-        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        if isinstance(v, float):
-            return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"  # steps whole, ratios and accuracies 3 digits
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df[columns].itertuples(index=False)]
-    return "\n".join(lines) + "\n"

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grokbench.analysis import AnalysisConfig
-from grokbench.claims import bootstrap_ratio, judge, parse
-from grokbench.config import ConfigError, cells, validate
-from grokbench.selection import settings_table
+from grokbench.report.analysis import AnalysisConfig
+from grokbench.report.claims import bootstrap_ratio, judge, parse
+from grokbench.report.selection import settings_table
+from grokbench.study import ConfigError, cells, validate
 
-from .conftest import TINY_CONFIG
+from ..conftest import TINY_CONFIG
 
 FINAL = 1000
 
@@ -82,7 +82,7 @@ def test_hparams_need_a_validation_split():
     [
         ({"analysis": {"selection_split": "test_inferred_ood"}}, "analysis.selection_split=.*test data"),
         ({"analysis": {"selection_rule": "best"}}, r"config.analysis.selection_rule: 'best' is not one of"),
-        ({"hparams": {"lr": [-1.0]}}, r"config.grid\[0\].hparams.lr\[0\]"),
+        ({"hparams": {"lr": [-1.0]}}, r"config.grid\[0\].hparams.lr=-1.0: expected a positive number"),
         ({"hparams": {"momentum": [0.9]}}, r"config.grid\[0\].hparams: unknown key 'momentum'"),
         ({"claims": [{"id": "x", "text": "t", "check": "groks", "where": {"model": "rwkv"}}]},
          r"config.claims\[0\].where.model: 'rwkv' is not defined"),

@@ -6,7 +6,7 @@ Definitions (thresholds and splits set in the config's `analysis` section):
 - "stays": every later evaluation is >= threshold - tolerance (tolerance 0 by default);
 - grokked: the run memorized, and generalized OOD at a strictly later evaluation;
 - selection step: first evaluation from which the selection split (OOD validation facts, disjoint from
-  the test facts) stays >= the threshold; hyperparameters are chosen on it (grokbench.selection), never
+  the test facts) stays >= the threshold; hyperparameters are chosen on it (grokbench.report.selection), never
   on a test split.
 """
 
@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .params import from_dict
+from ..grid import training_base
+from ..params import from_dict
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class AnalysisConfig:
     threshold: float = 0.9
     tolerance: float = 0.0
     selection_split: str = "val_inferred_ood"
-    selection_rule: str = "earliest"  # see grokbench.selection.RULES
+    selection_rule: str = "earliest"  # see grokbench.report.selection
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "analysis") -> AnalysisConfig:
@@ -50,12 +51,7 @@ class AnalysisConfig:
         return cfg
 
 
-SELECTION_RULES = ("earliest", "final_accuracy")  # implemented in grokbench.selection
-
-
-def training_base(training: str) -> str:
-    """The training setting a hyperparameter combination derives from (`default+lr0.003` -> `default`)."""
-    return training.split("+", 1)[0]
+SELECTION_RULES = ("earliest", "final_accuracy")  # implemented in grokbench.report.selection
 
 
 def first_stable_step(

@@ -20,7 +20,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from ..io import atomic_path  # noqa: E402
 
 COLUMN_WIDTH = 3.35  # inches: one column of a two-column paper
 SPLIT_LABELS = {

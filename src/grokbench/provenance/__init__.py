@@ -19,15 +19,22 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the grokbench package
 
-# stage -> files or folders (relative to the package) whose content defines that stage's outputs
+# stage -> files or folders (relative to the package) whose content defines that stage's outputs; every
+# record names its stage, and `audit` compares the record's fingerprint with the code's now.
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "data": ("tasks", "io.py"),
-    "train": ("models", "train"),
-    "analysis": ("analysis.py",),
-    "claims": ("analysis.py", "selection.py", "claims.py"),
-    "plots": ("plots.py",),
+    "data": ("tasks", "io.py", "params.py"),
+    "train": ("models", "train", "io.py", "params.py"),
+    "analysis": ("report/analysis.py", "grid.py"),
+    "claims": (
+        "report/analysis.py",
+        "report/selection.py",
+        "report/claims.py",
+        "report/tables.py",
+        "grid.py",
+    ),
+    "plots": ("report/plots.py",),
 }
 
 PACKAGES = (
@@ -39,6 +46,11 @@ PACKAGES = (
     "matplotlib",
     "seaborn",
     "snakemake",
+    # optional: the numerical references and GPU kernel backends, where installed
+    "transformers",
+    "flash-linear-attention",
+    "mamba-ssm",
+    "triton",
 )
 
 

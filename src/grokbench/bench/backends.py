@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .models import PRESETS, build_model
+from ..models import PRESETS, build_model
 
 
 def time_step(model: torch.nn.Module, idx: torch.Tensor, repeats: int, amp: bool) -> float:

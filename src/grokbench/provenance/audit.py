@@ -1,6 +1,6 @@
 """`grokbench audit PATH`: walk back from an output to everything it came from and check it still matches.
 
-Every output has a provenance record (see provenance.py): a dataset its `<name>.provenance.json`, a run
+Every output has a provenance record (see grokbench.provenance): a dataset its `<name>.provenance.json`, a run
 its `run.json`, the summary `summary.provenance.json`, a figure `<figure>.provenance.json`. A record
 lists the sha256 of its inputs and outputs and the fingerprint of the code of its stage. The audit starts
 at PATH's record, follows every input to that input's record, and reports:
@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import sha256_file
-from .provenance import code_fingerprint
+from ..io import sha256_file
+from . import STAGE_SOURCES, code_fingerprint
 
 RUN_RECORD = "run.json"
 
@@ -81,8 +81,11 @@ class Audit:
         git = info.get("git") or {}
         commit = (git.get("commit") or "no commit")[:12] + (" (dirty)" if git.get("dirty") else "")
         self.lines.append(f"{pad}{stage:9s}{record}  [{info.get('finished', '?')}, {commit}]")
-        now = code_fingerprint(stage) if stage in ("data", "train", "analysis", "plots") else None
-        if now is not None and info.get("code_fingerprint") != now:
+        if stage not in STAGE_SOURCES:
+            self.problem(
+                f"{pad}  CODE     {record} names an unknown stage {stage!r}; known: {sorted(STAGE_SOURCES)}"
+            )
+        elif info.get("code_fingerprint") != (now := code_fingerprint(stage)):
             self.problem(
                 f"{pad}  CODE     {stage} code changed since {record} was written "
                 f"({info.get('code_fingerprint')} -> {now})"

@@ -21,6 +21,7 @@ import math
 
 import pandas as pd
 
+from ..grid import split_setting
 from .analysis import AnalysisConfig, steps_or_final
 
 GROUP = ["dataset", "model", "training_base"]
@@ -60,7 +61,7 @@ def settings_table(summary: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
                 "family": runs["family"].iloc[0],
                 "training_base": base,
                 "training": training,
-                "hparams": ", ".join(training.split("+")[1:]) or "(base)",
+                "hparams": ", ".join(split_setting(training)[1]) or "(base)",
                 **_score(runs, acc_col),
             })  # fmt: skip
         if len(settings) > 1 and (acc_col not in group or group[acc_col].isna().any()):

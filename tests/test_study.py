@@ -7,34 +7,34 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grokbench import cli, config
+from grokbench import cli, study
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_default_config_is_valid():
-    cfg = config.load(REPO / "config.yaml")
-    cells = config.cells(cfg)
+    cfg = study.load(REPO / "config.yaml")
+    cells = study.cells(cfg)
     assert len(cells) >= 2
     assert {c.seed for c in cells} >= {0, 1}
 
 
 def test_paper_config_is_valid():
-    cfg = config.load(REPO / "config" / "paper.yaml")
-    cells = config.cells(cfg)
+    cfg = study.load(REPO / "config" / "paper.yaml")
+    cells = study.cells(cfg)
     assert {c.model for c in cells} == {"gpt", "llama", "rwkv", "mamba"}
     assert all(len({c.seed for c in cells if c.model == m}) >= 3 for m in ("gpt", "llama", "rwkv", "mamba"))
     assert cfg["datasets"]["cmp"]["n_entities"] == 1000 and cfg["datasets"]["cmp"]["phi"] == 12.6
 
 
 def test_cpu_study_config_is_valid():
-    cfg = config.load(REPO / "config" / "study-cpu.yaml")
-    assert len(config.cells(cfg)) == 36
+    cfg = study.load(REPO / "config" / "study-cpu.yaml")
+    assert len(study.cells(cfg)) == 36
     assert set(cfg["sweeps"]) == {"entities", "value_range", "phi", "accelerators"}
 
 
 def test_defaults_filled(tiny_config):
-    cfg = config.validate(tiny_config)
+    cfg = study.validate(tiny_config)
     assert cfg["results"] == "results"
     assert cfg["grid"][0]["training"] == ["default"]
     assert cfg["analysis"] == {}
@@ -46,7 +46,7 @@ def test_cells_union_without_duplicates(tiny_config):
         {"datasets": ["a", "b"], "models": ["gpt"], "seeds": [0, 1]},
         {"datasets": ["a"], "models": ["gpt"], "seeds": [1, 2]},
     ]
-    cells = config.cells(config.validate(tiny_config))
+    cells = study.cells(study.validate(tiny_config))
     assert len(cells) == 5
     assert cells[0].run_id == "a/gpt/default/seed0"
 
@@ -86,15 +86,15 @@ def set_path(cfg: dict, path: str, value) -> None:
 )
 def test_rejects_naming_the_key(tiny_config, path, value, message):
     set_path(tiny_config, path, value)
-    with pytest.raises(config.ConfigError) as err:
-        config.validate(tiny_config)
+    with pytest.raises(study.ConfigError) as err:
+        study.validate(tiny_config)
     assert message in str(err.value)
 
 
 def test_missing_section_named(tiny_config):
     del tiny_config["models"]
-    with pytest.raises(config.ConfigError, match="'models' is a required property"):
-        config.validate(tiny_config)
+    with pytest.raises(study.ConfigError, match="'models' is a required property"):
+        study.validate(tiny_config)
 
 
 def test_cli_validate(tmp_path, tiny_config, capsys):

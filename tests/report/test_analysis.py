@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grokbench.analysis import AnalysisConfig, analyze_run, first_stable_step
+from grokbench.report.analysis import AnalysisConfig, analyze_run, first_stable_step
 
 STEPS = np.arange(0, 1001, 100)
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .models import PRESETS, build_model, count_params
-from .tasks import generate
-from .train.config import EvalSchedule, TrainConfig
-from .train.data import IGNORE, Tensors, build_tensors
-from .train.packed import train_packed
-from .train.trainer import train
+from ..models import PRESETS, build_model, count_params
+from ..tasks import generate
+from ..train.config import EvalSchedule, TrainConfig
+from ..train.data import IGNORE, Tensors, build_tensors
+from ..train.packed import train_packed
+from ..train.trainer import train
 
 GPT2_VOCAB = 50257  # GPT-2's BPE vocabulary (transformers.GPT2Config().vocab_size)
 GPT2_POSITIONS = 1024  # GPT-2's position table (transformers.GPT2Config().n_positions)

@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import TINY_CONFIG, TINY_MODEL
+from ..conftest import TINY_CONFIG, TINY_MODEL
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 FIGURES = {"figure_curves": 1, "figure_grokking": 1}  # jobs that render the figures
 REPORTS = {"summary": 1, "claims": 1, **FIGURES}  # jobs downstream of the runs
@@ -143,9 +143,10 @@ def test_dataset_parameter_reruns_only_its_chain(study):
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("plots.py", FIGURES),
-        ("claims.py", {"claims": 1}),
-        ("analysis.py", REPORTS),
+        ("report/plots.py", FIGURES),
+        ("report/claims.py", {"claims": 1}),
+        ("report/analysis.py", REPORTS),
+        ("grid.py", REPORTS),
         ("train/trainer.py", {"train": 6, **REPORTS}),
         ("models/gpt.py", {"train": 6, **REPORTS}),
         ("tasks/comparison.py", {"dataset": 2, "train": 6, **REPORTS}),
@@ -210,7 +211,7 @@ def test_claims_recomputed_by_hand_from_the_metrics(study):
     a = sum(steps(f"a/gpt/default/seed{s}") for s in (0, 1)) / 2
     b = steps(f"a/llama/{chosen}/seed0")
     assert claims.loc["gpt_sooner", "ratio"] == pytest.approx(b / a)
-    assert f"a/llama/{chosen}/0" in claims.loc["gpt_sooner", "runs"].split("; ")  # run ids
+    assert f"a/llama/{chosen}/seed0" in claims.loc["gpt_sooner", "runs"].split("; ")  # run ids
 
 
 def test_report(study):
@@ -236,8 +237,10 @@ def test_bad_config_rejected_before_any_job(tmp_path):
 
 
 def audit(workdir: Path, target: str) -> subprocess.CompletedProcess:
+    """`grokbench audit` with the study's own copy of the package (so that editing it is a code change)."""
     cmd = [sys.executable, "-m", "grokbench", "audit", target]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, PYTHONPATH=str(workdir / "src"))
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_audit_walks_back_and_names_changed_files(study):
@@ -275,10 +278,35 @@ def test_audit_walks_back_and_names_changed_files(study):
         missing.write_bytes(saved)
 
 
+@pytest.mark.parametrize(
+    ("source", "target", "stage"),
+    [
+        ("report/claims.py", "results/claims/claims.csv", "claims"),
+        ("report/selection.py", "results/claims/claims.md", "claims"),
+        ("report/analysis.py", "results/summary/summary.csv", "analysis"),
+        ("report/plots.py", "results/figures/curves.png", "plots"),
+        ("tasks/common.py", "results/data/a.parquet", "data"),
+    ],
+)
+def test_audit_names_a_code_change_of_the_stage(study, source, target, stage):
+    """Each output's record carries its own stage's code fingerprint: an edit of that code is reported."""
+    workdir, _ = study
+    assert audit(workdir, target).returncode == 0
+    path = workdir / "src" / "grokbench" / source
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# an edit\n")
+    try:
+        out = audit(workdir, target)
+        assert out.returncode == 1, out.stdout
+        assert f"CODE     {stage} code changed since" in out.stdout
+    finally:
+        path.write_bytes(original)
+
+
 def test_paper_config_plans_every_run_on_a_gpu_with_the_slurm_profile():
     """Every run of the paper config (4 families x 3 learning rates x 3 seeds, GPT's entity, value-range,
     phi and composition runs x 3 seeds) is planned as a GPU job."""
-    from grokbench.config import cells, load
+    from grokbench.study import cells, load
 
     n_runs = len(cells(load(REPO / "config" / "paper.yaml")))
     assert n_runs == 4 * 3 * 3 + 3 * (4 + 3 + 3 + 1)

@@ -1,0 +1,292 @@
+"""Study configs: one loading path for every entry point, and validation before any job runs.
+
+A study is one YAML file, exactly as written plus the schema's defaults. `load(path)` is the only way in:
+`python -m grokbench validate`, `snakemake --configfile` (through workflow/rules/common.smk, which
+replaces the config Snakemake merged by what `load` returns) and the tests all call it, so they accept
+and reject the same files with the same messages. It raises `ConfigError` naming the file, line or key:
+
+1. reading: the file exists, is YAML (errors give file:line:column), is a mapping, has no key twice at any
+   level, and holds no NaN or infinity anywhere;
+2. structure and types against the JSON schema (grokbench/schemas/config.schema.yaml, package data), the
+   first error reported by key path; then the schema's defaults are filled in by Snakemake's own
+   `snakemake.utils.validate(..., set_default=True)`;
+3. meaning, against the code that will use each part: task parameters (feasibility included), model
+   families and their keys, training settings (grokbench.train.config.TrainConfig owns their names,
+   types and bounds), analysis settings, hyperparameter grids, sweeps and claims, and every name the grid
+   refers to.
+
+Hyperparameter grids: a grid block's `hparams` (e.g. `{lr: [3e-4, 1e-3]}`) trains every combination of
+the listed values on top of each of its training settings. Each combination becomes a training setting of
+its own, named by `grid.setting_name` (e.g. `default+lr0.0003`) and added to `config.training`, so that
+rules, run folders and the summary treat it like any other; a value equal to the base's keeps the base
+name, so a combination that is the base setting itself is the same run. Changing one block's grid leaves
+every other run's name and settings, hence its outputs, as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.resources
+import itertools
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .grid import SECTIONS, Cell, cells, grid_matches, setting_name
+from .models import check_model_spec
+from .report.analysis import AnalysisConfig
+from .report.claims import check_claims
+from .tasks import TASKS, check_params
+from .train.config import TrainConfig
+
+SCHEMA = importlib.resources.files("grokbench") / "schemas" / "config.schema.yaml"
+
+__all__ = ["SCHEMA", "Cell", "ConfigError", "cells", "load", "read_yaml", "validate"]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# --- 1. reading -----------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently).
+    A key merged in with `<<: *anchor` may still be set again: that is what merging is for."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`; its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}:{line}: duplicate key {key!r} (first given on line {seen[key]}); "
+                    "each key may appear once per mapping"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping a config file holds, or ConfigError naming the file (and line) of the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text()
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        config = loader.get_single_data()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
+    if config is None:
+        raise ConfigError(f"{path}: the file is empty; a study needs datasets, models and grid")
+    if not isinstance(config, dict):
+        kind = type(config).__name__
+        raise ConfigError(f"{path}: expected a mapping (key: value) at the top level, got {kind}")
+    return config
+
+
+def configfiles_in(argv: list[str]) -> list[str]:
+    """The files a Snakemake command line names with --configfile / --configfiles (FILE ... or =FILE)."""
+    files, taking = [], False
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name in ("--configfile", "--configfiles"):
+            taking = not eq
+            files += [value] if eq else []
+        elif taking and not arg.startswith("-"):
+            files.append(arg)
+        else:
+            taking = False
+    return files
+
+
+def precheck_argv(argv: list[str]) -> None:
+    """Read every --configfile of a Snakemake command line before Snakemake does, and stop with this
+    module's message (file and line) where one cannot be read. Snakemake loads config files before the
+    Snakefile runs and names neither file nor line (a missing file even gives a traceback); the workflow
+    profile (profiles/default/config.yaml) calls this first. Validation proper happens in the Snakefile."""
+    import sys
+
+    for path in configfiles_in(argv):
+        try:
+            read_yaml(path)
+        except ConfigError as e:
+            print(f"grokbench: invalid config: {e}", file=sys.stderr)
+            sys.exit(1)
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """No NaN or infinity anywhere: YAML reads `.nan` and `.inf` as floats, and schemas accept them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}={value!r}: expected a finite number")
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _check_finite(sub, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            _check_finite(sub, f"{where}[{i}]")
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The validated study of a config file: exactly what it says plus the schema's defaults. `overrides`
+    (Snakemake's --config KEY=VALUE) are merged in first. Errors start with the file's path."""
+    config = read_yaml(path)
+    if overrides:
+        from snakemake.utils import update_config
+
+        update_config(config, copy.deepcopy(overrides))
+    try:
+        return validate(config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+# --- 2. structure ---------------------------------------------------------------------------------------
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    return "config" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path)
+
+
+def _schema_error(error: jsonschema.ValidationError) -> ConfigError:
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = sorted(error.schema.get("properties", {}))
+        return ConfigError(f"{_path(error)}: unknown key {extra[0]!r}; expected one of {known}")
+    return ConfigError(f"{_path(error)}: {error.message}")
+
+
+def _check_schema(config: dict[str, Any]) -> dict[str, Any]:
+    """First schema error by key path, else `config` with the schema's defaults filled in."""
+    from snakemake.utils import validate as fill_defaults  # Snakemake's own default filling
+
+    with importlib.resources.as_file(SCHEMA) as schema_path:
+        schema = yaml.safe_load(schema_path.read_text())
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(e.path)))
+        if errors:
+            raise _schema_error(errors[0])
+        fill_defaults(config, str(schema_path), set_default=True)
+    return config
+
+
+# --- 3. meaning -----------------------------------------------------------------------------------------
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Return a validated copy of `config` with defaults filled in; raise ConfigError otherwise."""
+    config = copy.deepcopy(config)
+    _check_finite(config, "config")
+    _check_schema(config)
+    try:
+        for name, spec in config["datasets"].items():
+            where = f"config.datasets.{name}"
+            if spec["task"] not in TASKS:
+                raise ValueError(f"{where}.task={spec['task']!r}: unknown task; known: {sorted(TASKS)}")
+            try:
+                check_params(spec["task"], {k: v for k, v in spec.items() if k != "task"})
+            except ValueError as e:  # the message starts with the parameter's name
+                raise ValueError(f"{where}.{e}") from None
+        for name, spec in config["models"].items():
+            check_model_spec(spec, where=f"config.models.{name}")
+        for name, spec in config["training"].items():
+            TrainConfig.from_dict(spec, where=f"config.training.{name}")
+        analysis = AnalysisConfig.from_dict(config["analysis"], where="config.analysis")
+        for i, block in enumerate(config["grid"]):
+            _check_names(config, block, i)
+            if block.get("hparams"):
+                _check_selection_data(config, block, i, analysis)
+                block["training"] = _expand_hparams(config, block["training"], block.pop("hparams"), i)
+        grid = cells(config)
+        _check_sweeps(config, grid)
+        check_claims(config, grid)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return config
+
+
+def _check_names(config: dict, block: dict, i: int) -> None:
+    for section in SECTIONS.values():  # a grid block names its axes as the config sections
+        for name in block[section]:
+            if name not in config[section]:
+                raise ValueError(
+                    f"config.grid[{i}].{section}: {name!r} is not defined in config.{section}; "
+                    f"defined: {sorted(config[section])}"
+                )
+
+
+def _numeric(tp: Any) -> bool:
+    """int, float, or a union of them with None (`float | None`)."""
+    if tp in (int, float):
+        return True
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    return union and all(a in (int, float, type(None)) for a in typing.get_args(tp))
+
+
+def hparam_keys() -> list[str]:
+    """Training settings a grid's `hparams` may sweep: TrainConfig's numeric fields."""
+    hints = typing.get_type_hints(TrainConfig)
+    return [f.name for f in dataclasses.fields(TrainConfig) if _numeric(hints[f.name])]
+
+
+def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i: int) -> list[str]:
+    """Add each combination of `hparams` on top of each base setting to config.training; return the names."""
+    where = f"config.grid[{i}].hparams"
+    for key, values in hparams.items():
+        if key not in hparam_keys():
+            raise ValueError(f"{where}: unknown key {key!r}; expected one of {hparam_keys()}")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{where}.{key}={values!r}: expected a non-empty list of values")
+    names: dict[str, None] = {}
+    keys = list(hparams)
+    for base in bases:
+        base_cfg = TrainConfig.from_dict(config["training"][base], where=f"config.training.{base}")
+        for values in itertools.product(*(hparams[k] for k in keys)):
+            changed = {k: v for k, v in zip(keys, values) if v != getattr(base_cfg, k)}
+            name = setting_name(base, changed)
+            spec = {**config["training"][base], **changed}
+            TrainConfig.from_dict(spec, where=where)
+            config["training"][name] = spec
+            names[name] = None
+    return list(names)
+
+
+def _check_sweeps(config: dict, grid: list[Cell]) -> None:
+    """Every name a sweep figure filters on is defined, and some run of the grid matches the filters."""
+    for name, spec in config["sweeps"].items():
+        keys = {field: section for field, section in SECTIONS.items() if spec.get(section)}
+        filters = {field: spec[section] for field, section in keys.items()}
+        where = {field: f"config.sweeps.{name}.{section}" for field, section in keys.items()}
+        if not grid_matches(config, grid, filters, where):
+            raise ValueError(f"config.sweeps.{name}: no run of the grid matches its filters")
+
+
+def _check_selection_data(config: dict, block: dict, i: int, analysis: AnalysisConfig) -> None:
+    """Choosing among hyperparameter settings needs the selection split in every dataset of the block."""
+    split = analysis.selection_split
+    for name in block["datasets"]:
+        spec = config["datasets"][name]
+        if split == "val_inferred_ood" and not spec.get("val_size"):
+            raise ValueError(
+                f"config.grid[{i}].hparams: selecting among settings uses the split {split!r} "
+                f"(config.analysis.selection_split), but config.datasets.{name} has none; "
+                f"set config.datasets.{name}.val_size > 0"
+            )
