@@ -9,6 +9,8 @@ import yaml
 
 from grokbench import cli, study
 
+from .conftest import TINY_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -107,3 +109,83 @@ def test_cli_validate(tmp_path, tiny_config, capsys):
     assert cli.main(["validate", str(bad)]) == 2
     assert "n_layers" in capsys.readouterr().err
     assert cli.main(["validate", str(tmp_path / "missing.yaml")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("training.default.lr", float("inf"), "config.training.default.lr=inf: expected a finite number"),
+        ("training.default.eps", float("nan"), "config.training.default.eps=nan: expected a finite number"),
+        ("training.default.weight_decay", float("inf"), "config.training.default.weight_decay=inf"),
+        ("training.default.grad_clip", float("-inf"), "config.training.default.grad_clip=-inf"),
+        ("analysis.threshold", float("nan"), "config.analysis.threshold=nan"),
+        ("datasets.a.phi", float("inf"), "config.datasets.a.phi=inf"),
+        ("models.gpt.dropout", float("nan"), "config.models.gpt.dropout=nan"),
+    ],
+)
+def test_non_finite_numbers_rejected_anywhere(tiny_config, path, value, message):
+    tiny_config["analysis"] = {}
+    set_path(tiny_config, path, value)
+    with pytest.raises(study.ConfigError) as err:
+        study.validate(tiny_config)
+    assert message in str(err.value)
+
+
+def test_non_finite_numbers_rejected_from_yaml_and_json(tmp_path, tiny_dataset_path):
+    text = yaml.safe_dump(TINY_CONFIG).replace("lr: 0.003", "lr: .inf")
+    assert ".inf" in text
+    (tmp_path / "inf.yaml").write_text(text)
+    with pytest.raises(study.ConfigError, match=r"inf.yaml: config.training.default.lr=inf"):
+        study.load(tmp_path / "inf.yaml")
+    # JSON on the command line (Python's json reads Infinity): the dataclass checker rejects it too
+    out = tmp_path / "run"
+    model = '{"family": "gpt", "n_layer": 1, "d_model": 32, "n_head": 2}'
+    argv = ["train", "--data", str(tiny_dataset_path), "--model", model, "--training", '{"lr": Infinity}']
+    argv += ["--out-dir", str(out)]
+    assert cli.main(argv) == 2
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("datasets:\n  a: {task: comparison}\n  a: {task: ordering}\n", r"x.yaml:3: duplicate key 'a'"),
+        ("models: {g: {family: gpt, family: llama}}\n", r"x.yaml:1: duplicate key 'family'"),
+        ("grid:\n  - {datasets: [a], seeds: [0], seeds: [1]}\n", r"x.yaml:2: duplicate key 'seeds'"),
+        ("datasets:\n  a: {task: comparison\n", r"x.yaml:3:1: not valid YAML: expected ',' or '}'"),
+        ("datasets:\n\ta: 1\n", r"x.yaml:2:1: not valid YAML: found character '\\t'"),
+        ("", r"x.yaml: the file is empty"),
+        ("- 1\n", r"x.yaml: expected a mapping \(key: value\) at the top level, got list"),
+    ],
+)  # fmt: skip
+def test_read_errors_name_file_and_line(tmp_path, text, message):
+    (tmp_path / "x.yaml").write_text(text)
+    with pytest.raises(study.ConfigError, match=message):
+        study.load(tmp_path / "x.yaml")
+
+
+def test_yaml_merge_keys_may_override(tmp_path):
+    """`<<: *base` then a key of the base: that is merging, not a duplicate."""
+    text = "training:\n  default: &base {steps: 40, lr: 0.003}\n  fast:\n    <<: *base\n    lr: 0.01\n"
+    (tmp_path / "m.yaml").write_text(text)
+    assert study.read_yaml(tmp_path / "m.yaml")["training"]["fast"] == {"steps": 40, "lr": 0.01}
+
+
+def test_study_is_what_its_file_says_plus_schema_defaults(tmp_path):
+    """A study without a training section trains with TrainConfig's defaults, not config.yaml's."""
+    cfg = {k: v for k, v in TINY_CONFIG.items() if k != "training"}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    loaded = study.load(tmp_path / "s.yaml")
+    assert loaded["training"] == {"default": {}}  # the schema's default: TrainConfig() as it is
+    assert loaded["claims"] == [] and loaded["sweeps"] == {} and loaded["results"] == "results"
+    assert loaded["grid"][0]["training"] == ["default"]
+
+
+def test_configfiles_in_argv():
+    assert study.configfiles_in(["-n", "--configfile", "a.yaml", "b.yaml", "--cores", "2"]) == [
+        "a.yaml",
+        "b.yaml",
+    ]
+    assert study.configfiles_in(["--configfile=x.yaml", "-n"]) == ["x.yaml"]
+    assert study.configfiles_in(["--configfiles", "q", "-n", "t"]) == ["q"]
+    assert study.configfiles_in(["--cores", "2"]) == []

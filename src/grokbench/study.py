@@ -40,7 +40,7 @@ import yaml
 
 from .grid import SECTIONS, Cell, cells, grid_matches, setting_name
 from .models import check_model_spec
-from .report.analysis import AnalysisConfig
+from .report.analysis import EVAL_SPLITS, SUMMARY_COLUMNS, AnalysisConfig, flatten, not_a_column
 from .report.claims import check_claims
 from .tasks import TASKS, check_params
 from .train.config import TrainConfig
@@ -213,11 +213,12 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         for i, block in enumerate(config["grid"]):
             _check_names(config, block, i)
             if block.get("hparams"):
+                _check_hparam_keys(block["hparams"], f"config.grid[{i}].hparams")
                 _check_selection_data(config, block, i, analysis)
                 block["training"] = _expand_hparams(config, block["training"], block.pop("hparams"), i)
         grid = cells(config)
         _check_sweeps(config, grid)
-        check_claims(config, grid)
+        check_claims(config, grid, summary_columns(config))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return config
@@ -247,14 +248,15 @@ def hparam_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig) if _numeric(hints[f.name])]
 
 
+def _check_hparam_keys(hparams: dict[str, list], where: str) -> None:
+    for key in hparams:
+        if key not in hparam_keys():
+            raise ValueError(f"{where}: unknown key {key!r}; expected one of {hparam_keys()}")
+
+
 def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i: int) -> list[str]:
     """Add each combination of `hparams` on top of each base setting to config.training; return the names."""
     where = f"config.grid[{i}].hparams"
-    for key, values in hparams.items():
-        if key not in hparam_keys():
-            raise ValueError(f"{where}: unknown key {key!r}; expected one of {hparam_keys()}")
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"{where}.{key}={values!r}: expected a non-empty list of values")
     names: dict[str, None] = {}
     keys = list(hparams)
     for base in bases:
@@ -269,9 +271,26 @@ def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i:
     return list(names)
 
 
+def summary_columns(config: dict) -> set[str]:
+    """The summary's columns a sweep or claim may name: the fixed ones, each dataset parameter as
+    `data.<key>` and each training setting as `train.<key>` (nested keys dotted), final accuracies."""
+    columns = set(SUMMARY_COLUMNS) | {"status", "diverged_step"}
+    for spec in config["datasets"].values():
+        columns |= set(flatten({k: v for k, v in spec.items() if k != "task"}, "data"))
+    for spec in config["training"].values():
+        columns |= set(flatten(TrainConfig.from_dict(spec).to_dict(), "train"))
+    columns |= {f"final_acc_{split}" for split in EVAL_SPLITS}
+    return columns
+
+
 def _check_sweeps(config: dict, grid: list[Cell]) -> None:
-    """Every name a sweep figure filters on is defined, and some run of the grid matches the filters."""
+    """Every name a sweep figure filters on is defined, some run of the grid matches the filters, and
+    its x and hue are columns of the summary."""
+    columns = summary_columns(config)
     for name, spec in config["sweeps"].items():
+        for key in ("x", "hue"):
+            if key in spec and spec[key] not in columns:
+                raise not_a_column(f"config.sweeps.{name}.{key}", spec[key], columns)
         keys = {field: section for field, section in SECTIONS.items() if spec.get(section)}
         filters = {field: spec[section] for field, section in keys.items()}
         where = {field: f"config.sweeps.{name}.{section}" for field, section in keys.items()}

@@ -27,7 +27,7 @@ def load_study():
     pairs apply on top of the file before it is validated. A bad study stops Snakemake before any job
     with the same message as `python -m grokbench validate` (no traceback: it is the user's input)."""
     files = workflow.config_settings.configfiles
-    path = files[0] if files else Path(workflow.basedir) / "config.yaml"
+    path = Path(os.path.relpath(files[0])) if files else Path(workflow.basedir) / "config.yaml"
     try:
         if len(files) > 1:
             raise study.ConfigError(f"a study is one file; got --configfile {' '.join(map(str, files))}")

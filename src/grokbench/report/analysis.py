@@ -12,6 +12,7 @@ Definitions (thresholds and splits set in the config's `analysis` section):
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,9 @@ class AnalysisConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "analysis") -> AnalysisConfig:
         cfg = from_dict(cls, d, where)
+        for key in ("memorization_split", "id_split", "ood_split", "selection_split"):
+            if getattr(cfg, key) not in EVAL_SPLITS:
+                raise ValueError(f"{where}.{key}={getattr(cfg, key)!r}: expected one of {list(EVAL_SPLITS)}")
         if cfg.selection_split.startswith("test_") or cfg.selection_split in (cfg.id_split, cfg.ood_split):
             raise ValueError(
                 f"{where}.selection_split={cfg.selection_split!r}: settings must not be selected on test "
@@ -106,6 +110,29 @@ def steps_or_final(runs: pd.DataFrame, column: str) -> pd.Series:
 
 
 SUMMARY_FIRST = ["run_id", "dataset", "model", "family", "training", "seed", "n_params", "task"]
+# every other column of the summary but final_acc_<split>, data.<parameter> and train.<setting>
+SUMMARY_COLUMNS = (
+    *SUMMARY_FIRST,
+    *("training_base", "memorization_step", "id_generalization_step", "ood_generalization_step"),
+    *("grokked", "grok_delay", "selection_step", "final_step", "wall_seconds", "device", "run_dir"),
+)
+# evaluation splits a run's metrics can hold (grokbench.train.data.build_tensors): training facts by kind
+# and entity group, the test splits, the validation split (val_size) and in-context copies (format)
+EVAL_SPLITS = (
+    *("train_atomic_id", "train_atomic_ood", "train_inferred_id", "train_inferred_ood"),
+    *("test_inferred_id", "test_inferred_ood", "val_inferred_ood", "test_incontext_id", "test_incontext_ood"),
+)
+
+
+def not_a_column(where: str, name: str, columns: set[str]) -> ValueError:
+    """The error for a summary column that does not exist, with the closest names."""
+    close = difflib.get_close_matches(name, sorted(columns), n=3)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    fixed = ", ".join(sorted(c for c in columns if "." not in c and not c.startswith("final_acc_")))
+    return ValueError(
+        f"{where}={name!r}: not a column of the summary; {hint}columns: {fixed}, final_acc_<split>, "
+        "data.<dataset parameter>, train.<training setting>"
+    )
 
 
 def flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:

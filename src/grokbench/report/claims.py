@@ -33,7 +33,7 @@ import pandas as pd
 from ..grid import grid_matches
 from ..params import from_dict
 from . import figure_names
-from .analysis import steps_or_final
+from .analysis import not_a_column, steps_or_final
 from .selection import selected
 
 CHECKS = ("groks", "fails", "sooner")
@@ -72,9 +72,10 @@ def parse(spec: dict[str, Any], where: str) -> Claim:
     return claim
 
 
-def check_claims(config: dict[str, Any], grid: list) -> list[Claim]:
-    """Parse and check the config's claims before any job runs: unique ids, known figures, and every
-    dataset / model name in `where` / `than` defined and present in the grid (a list of grid.Cell)."""
+def check_claims(config: dict[str, Any], grid: list, columns: set[str]) -> list[Claim]:
+    """Parse and check the config's claims before any job runs: unique ids, known figures, every key of
+    `where` / `than` among the summary's `columns`, and every dataset / model name there defined and
+    present in the grid (a list of grid.Cell)."""
     claims, ids = [], set()
     for i, spec in enumerate(config.get("claims", [])):
         where = f"config.claims[{i}]"
@@ -86,6 +87,9 @@ def check_claims(config: dict[str, Any], grid: list) -> list[Claim]:
             raise ValueError(f"{where}.figure={claim.figure!r}: expected one of {figure_names(config)}")
         for side in ("where", "than"):
             filt = getattr(claim, side) or {}
+            for key in filt:
+                if key not in columns:
+                    raise not_a_column(f"{where}.{side}", key, columns)
             named = {k: _values(v) for k, v in filt.items() if k in NAME_KEYS}
             if not grid_matches(config, grid, named, {k: f"{where}.{side}.{k}" for k in named}):
                 raise ValueError(f"{where}.{side}={filt}: no run of the grid matches")
