@@ -22,19 +22,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from ..conftest import TINY_CONFIG, TINY_MODEL
+from ..conftest import TINY_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 FIGURES = {"figure_curves": 1, "figure_grokking": 1}  # jobs that render the figures
 REPORTS = {"summary": 1, "claims": 1, **FIGURES}  # jobs downstream of the runs
-LLAMA = {**TINY_MODEL, "family": "llama"}
-CLAIMS = [
-    {"id": "gpt_groks", "text": "GPT groks", "check": "groks", "where": {"model": "gpt"}, "figure": "curves"},
-    {"id": "llama_fails", "text": "LLaMA fails", "check": "fails", "where": {"model": "llama"}},
-    {"id": "gpt_sooner", "text": "GPT sooner than LLaMA", "check": "sooner",
-     "where": {"dataset": "a", "model": "gpt"}, "than": {"dataset": "a", "model": "llama"}},
-]  # fmt: skip
+TEST_STUDY = REPO / ".test" / "config.yaml"  # the tiny study CI runs end to end
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -66,22 +60,14 @@ def touch_source(workdir: Path, rel: str) -> None:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A finished run of a tiny study: GPT on two datasets x 2 seeds, and LLaMA on one dataset at two
-    learning rates (a hyperparameter grid, chosen on the validation split), with three claims."""
+    """A finished run of the tiny study .test/config.yaml (GPT on two datasets x 2 seeds, LLaMA on one at
+    two learning rates, three claims)."""
     workdir = tmp_path_factory.mktemp("study")
     shutil.copy(REPO / "Snakefile", workdir)
     shutil.copytree(REPO / "workflow", workdir / "workflow")
     shutil.copytree(REPO / "src" / "grokbench", workdir / "src" / "grokbench",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    cfg = copy.deepcopy(TINY_CONFIG)
-    cfg["datasets"]["a"]["val_size"] = 16
-    cfg["datasets"]["b"] = dict(cfg["datasets"]["a"], seed=1)
-    cfg["models"]["llama"] = LLAMA
-    cfg["grid"] = [
-        {"datasets": ["a", "b"], "models": ["gpt"], "seeds": [0, 1]},
-        {"datasets": ["a"], "models": ["llama"], "seeds": [0], "hparams": {"lr": [3e-3, 1e-2]}},
-    ]
-    cfg["claims"] = CLAIMS
+    cfg = yaml.safe_load(TEST_STUDY.read_text())
     write_config(workdir, cfg)
     out = snakemake(workdir, "--cores", "2")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -89,7 +75,7 @@ def study(tmp_path_factory):
 
 
 def test_outputs(study):
-    workdir, _ = study
+    workdir, cfg = study
     results = workdir / "results"
     for name in ("a", "b"):
         assert (results / "data" / f"{name}.parquet").stat().st_size > 0
@@ -107,9 +93,9 @@ def test_outputs(study):
         assert (results / "figures" / f"{fig}.pdf").read_bytes().startswith(b"%PDF")
         assert (results / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
     claims = pd.read_csv(results / "claims" / "claims.csv")
-    assert list(claims["id"]) == [c["id"] for c in CLAIMS]
+    assert list(claims["id"]) == [c["id"] for c in cfg["claims"]]
     assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive"}
-    assert (results / "claims" / "claims.md").read_text().count("\n| ") == len(CLAIMS)  # a row each
+    assert (results / "claims" / "claims.md").read_text().count("\n| ") == len(cfg["claims"])  # a row each
     selection = pd.read_csv(results / "claims" / "selection.csv")
     llama = selection[selection["model"] == "llama"]
     assert sorted(llama["training"]) == ["default", "default+lr0.01"] and llama["selected"].sum() == 1
