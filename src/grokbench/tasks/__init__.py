@@ -2,7 +2,8 @@
 
 `generate(task, params)` builds a `Dataset`; `check_params(task, params)` validates parameters
 without generating, so a config can be rejected before any job starts. Each task module provides
-`generate`, `check_params` and `GENERATOR_VERSION`; the shared format lives in `base`.
+`generate`, `check_params` and `GENERATOR_VERSION`; the shared format lives in `base`, what the
+generators share (parameter parsing through `grokbench.params`, held-out splits, rows) in `common`.
 
 Tasks: `comparison` (Wang et al. 2024), `composition` (k-hop, Wang et al. 2024), `ordering`
 (transitive order from near comparisons), `inverse` (inverse relations). Every task's params may

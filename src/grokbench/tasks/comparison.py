@@ -22,16 +22,26 @@ pair lists, so the paper-size dataset (N=1000, A=20) generates in about a second
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from .base import Dataset, Vocab, dataset_hash, facts_frame
-from .common import SPECIALS, EntitySplit, TaskParams, check_test_pools, nth_not_in, sample
+from .base import Dataset, Vocab
+from .common import (
+    ENTITY0,
+    SPECIALS,
+    EntitySplit,
+    InferredPerAtomic,
+    TaskParams,
+    entity_vocab,
+    fact_rows,
+    finish,
+    group_of,
+    nth_not_in,
+    sample,
+)
 
 TASK = "comparison"
 GENERATOR_VERSION = "comparison/1"
@@ -40,27 +50,19 @@ N_LABELS = 3  # less, equal, greater
 
 
 @dataclass(frozen=True)
-class ComparisonParams(EntitySplit, TaskParams):
-    TASK: ClassVar[str] = TASK
-
+class ComparisonParams(EntitySplit, InferredPerAtomic, TaskParams):
     n_entities: int = 200
     n_attributes: int = 4
     value_range: int = 5
     phi: float = 45.0
     id_ratio: float = 0.9
     test_size: int = 500
-    val_size: int = 0
-    seed: int = 0
 
     # --- derived sizes (same for every attribute) -------------------------------------------------
 
     @property
     def n_id_atomic(self) -> int:
         return self.n_id * self.n_attributes
-
-    @property
-    def n_train_inferred(self) -> int:
-        return round(self.phi * self.n_id_atomic)
 
     @property
     def n_id_unordered(self) -> int:
@@ -90,7 +92,6 @@ class ComparisonParams(EntitySplit, TaskParams):
         return self.n_ood * (self.n_ood - 1) * self.n_attributes
 
     def check(self) -> None:
-        """Raise ValueError, starting with the parameter's name, if the request is infeasible."""
         where = f"(n_entities={self.n_entities}, n_attributes={self.n_attributes}, id_ratio={self.id_ratio})"
         if self.n_entities < 4:
             raise ValueError(f"n_entities={self.n_entities}: need at least 4 (2 ID and 2 OOD per attribute)")
@@ -98,38 +99,16 @@ class ComparisonParams(EntitySplit, TaskParams):
             raise ValueError(f"n_attributes={self.n_attributes}: must be at least 1")
         if self.value_range < 2:
             raise ValueError(f"value_range={self.value_range}: must be at least 2")
-        if not 0.0 < self.id_ratio < 1.0:
-            raise ValueError(f"id_ratio={self.id_ratio}: must be strictly between 0 and 1")
-        if self.n_id < 2 or self.n_ood < 2:
-            raise ValueError(
-                f"id_ratio={self.id_ratio}: gives {self.n_id} ID and {self.n_ood} OOD entities per "
-                f"attribute out of n_entities={self.n_entities}; need at least 2 of each"
-            )
-        if not math.isfinite(self.phi) or self.phi <= 0:
-            raise ValueError(f"phi={self.phi}: must be a positive finite number")
-        if self.n_train_inferred < 1:
-            raise ValueError(
-                f"phi={self.phi}: gives {self.n_train_inferred} training inferred facts "
-                f"({self.n_id_atomic} ID atomic facts); need at least 1"
-            )
-        if self.n_train_inferred > self.train_pool_size:
-            raise ValueError(
-                f"phi={self.phi}: asks for {self.n_train_inferred} training inferred facts but "
-                f"only {self.train_pool_size} ID pairs are available for training {where}"
-            )
-        if self.test_size < 1:
-            raise ValueError(f"test_size={self.test_size}: must be at least 1")
-        pools = {"held-out ID": self.heldout_pool_size, "OOD": self.ood_pool_size}
-        check_test_pools(self.test_size, self.val_size, pools, "facts", where)
-        if self.seed < 0:
-            raise ValueError(f"seed={self.seed}: must be non-negative")
+        self.check_common(("id_ratio",))
+        self.check_entity_split(2, 2, " per attribute")
+        self.check_phi()
+        self.check_train_pool(self.train_pool_size, "ordered ID pairs", where)
+        self.check_pools({"held-out ID": self.heldout_pool_size, "OOD": self.ood_pool_size}, "facts", where)
 
 
 def check_params(params: Mapping[str, Any]) -> ComparisonParams:
     """Validate a params mapping without generating anything; return the parsed parameters."""
-    p = ComparisonParams.from_dict(params)
-    p.check()
-    return p
+    return ComparisonParams.from_dict(params)
 
 
 # --- vocabulary ----------------------------------------------------------------------------------
@@ -145,7 +124,7 @@ class _Layout:
 
     @property
     def entity0(self) -> int:
-        return 1 + len(SPECIALS)
+        return ENTITY0
 
     @property
     def attr0(self) -> int:
@@ -164,12 +143,10 @@ class _Layout:
 
 
 def build_vocab(p: ComparisonParams) -> Vocab:
-    toks = ["<pad>", *SPECIALS]
-    toks += [f"<e_{i}>" for i in range(p.n_entities)]
-    toks += [f"<attr_{j}>" for j in range(p.n_attributes)]
+    toks = [f"<attr_{j}>" for j in range(p.n_attributes)]
     toks += [f"<{v}>" for v in range(p.value_range)]
     toks += [f"<attr_{j}_{k}>" for j in range(p.n_attributes) for k in range(N_LABELS)]
-    return Vocab(toks)
+    return entity_vocab(p.n_entities, toks)
 
 
 # --- sampling by index ---------------------------------------------------------------------------
@@ -238,8 +215,8 @@ def _heldout_facts(p: ComparisonParams, w: _Draws, rng: np.random.Generator):
     return _id_pairs(p, w, w.heldout[r], flip.astype(bool))
 
 
-def _ood_facts(p: ComparisonParams, w: _Draws, rng: np.random.Generator):
-    g = sample(rng, p.ood_pool_size, p.test_size + p.val_size)  # test facts first, then validation
+def _ood_facts(p: ComparisonParams, w: _Draws, g: np.ndarray):
+    """(attribute, entity a, entity b) of the facts g of the OOD pool."""
     attr, local = np.divmod(g, p.n_ood * (p.n_ood - 1))
     i, j = unrank_ordered(local, p.n_ood)
     return attr, w.ood_ents[attr, i], w.ood_ents[attr, j]
@@ -248,42 +225,17 @@ def _ood_facts(p: ComparisonParams, w: _Draws, rng: np.random.Generator):
 # --- rows ----------------------------------------------------------------------------------------
 
 
-def _rows(
-    vocab: Vocab, split: str, kind: str, group: np.ndarray, inputs: np.ndarray, answers: np.ndarray
-) -> dict[str, list]:
-    toks = np.array(vocab.tokens, dtype=object)
-
-    def join(ids: np.ndarray) -> list[str]:
-        out = toks[ids[:, 0]]
-        for c in range(1, ids.shape[1]):
-            out = out + toks[ids[:, c]]
-        return out.tolist()
-
-    n = len(inputs)
-    return {
-        "split": [split] * n,
-        "kind": [kind] * n,
-        "group": group.tolist(),
-        "input_ids": inputs.tolist(),
-        "answer_ids": answers.tolist(),
-        "text": join(inputs),
-        "answer": join(answers),
-    }
-
-
 def _atomic_rows(p: ComparisonParams, w: _Draws, vocab: Vocab, lay: _Layout) -> dict[str, list]:
     ent, attr = np.divmod(np.arange(p.n_entities * p.n_attributes), p.n_attributes)
     is_id = np.zeros((p.n_attributes, p.n_entities), dtype=bool)
     np.put_along_axis(is_id, w.id_ents, True, axis=1)
-    group = np.where(is_id[attr, ent], "id", "ood").astype(object)
+    group = np.where(is_id[attr, ent], "id", "ood")
     inputs = np.stack([lay.entity0 + ent, lay.attr0 + attr], axis=1)
     answers = (lay.value0 + w.values[ent, attr])[:, None]
-    return _rows(vocab, "train", "atomic", group, inputs, answers)
+    return fact_rows(vocab, "train", "atomic", group, inputs, answers)
 
 
-def _inferred_rows(
-    p: ComparisonParams, w: _Draws, vocab: Vocab, lay: _Layout, split: str, group: str, facts
-) -> dict[str, list]:
+def _inferred_rows(p: ComparisonParams, w: _Draws, vocab: Vocab, lay: _Layout, split: str, facts) -> dict:
     attr, ea, eb = facts
     label = np.sign(w.values[ea, attr] - w.values[eb, attr]) + 1
     n = len(attr)
@@ -298,7 +250,7 @@ def _inferred_rows(
         axis=1,
     )
     answers = (lay.label0 + N_LABELS * attr + label)[:, None]
-    return _rows(vocab, split, "inferred", np.full(n, group, dtype=object), inputs, answers)
+    return fact_rows(vocab, split, "inferred", group_of(split), inputs, answers)
 
 
 def generate(params: Mapping[str, Any]) -> Dataset:
@@ -308,21 +260,10 @@ def generate(params: Mapping[str, Any]) -> Dataset:
     vocab = build_vocab(p)
     lay = _Layout(p.n_entities, p.n_attributes, p.value_range)
     w = _draw_world(p, rng)
-    parts = [
-        _atomic_rows(p, w, vocab, lay),
-        _inferred_rows(p, w, vocab, lay, "train", "id", _train_facts(p, w, rng)),
-        _inferred_rows(p, w, vocab, lay, "test_inferred_id", "id", _heldout_facts(p, w, rng)),
-    ]
-    ood = _ood_facts(p, w, rng)  # test facts, then validation facts
-    test, val = [a[: p.test_size] for a in ood], [a[p.test_size :] for a in ood]
-    parts.append(_inferred_rows(p, w, vocab, lay, "test_inferred_ood", "ood", test))
-    if p.val_size:
-        parts.append(_inferred_rows(p, w, vocab, lay, "val_inferred_ood", "ood", val))
-    facts = facts_frame({c: [x for part in parts for x in part[c]] for c in parts[0]})
-    meta = {
-        "task": TASK,
-        "params": dataclasses.asdict(p),
-        "generator_version": GENERATOR_VERSION,
-    }
-    meta["content_hash"] = dataset_hash(facts)
-    return Dataset(facts, vocab, meta)
+    questions = {"train": _train_facts(p, w, rng), "test_inferred_id": _heldout_facts(p, w, rng)}
+    test_ood, val_ood = p.test_and_val(rng, p.ood_pool_size)
+    questions["test_inferred_ood"] = _ood_facts(p, w, test_ood)
+    questions["val_inferred_ood"] = _ood_facts(p, w, val_ood)
+    parts = [_atomic_rows(p, w, vocab, lay)]
+    parts += [_inferred_rows(p, w, vocab, lay, split, facts) for split, facts in questions.items()]
+    return finish(TASK, GENERATOR_VERSION, p, vocab, parts)

@@ -25,15 +25,25 @@ world are 2000 x 20^4 = 3.2e8).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, TaskParams, check_test_pools, fact_rows, finish, nth_not_in, sample
+from .common import (
+    InferredPerAtomic,
+    RelationGraph,
+    TaskParams,
+    WorldPlan,
+    entity_rows,
+    entity_vocab,
+    finish,
+    group_of,
+    nth_not_in,
+    sample,
+)
 
 TASK = "composition"
 GENERATOR_VERSION = "composition/1"
@@ -45,10 +55,8 @@ MAX_PATHS = 1 << 53  # n_entities * n_relations_per_entity ** hops; keeps every 
 
 
 @dataclass(frozen=True)
-class CompositionParams(TaskParams):
+class CompositionParams(RelationGraph, InferredPerAtomic, TaskParams):
     """Defaults: the reference world (2000 entities, 200 relations, out-degree 20, 5% OOD, 99.5%)."""
-
-    TASK: ClassVar[str] = TASK
 
     n_entities: int = 2000
     n_relations: int = 200
@@ -58,8 +66,6 @@ class CompositionParams(TaskParams):
     train_ratio: float = 0.995
     phi: float = 18.0  # the largest phi of the reference (training inferred per ID atomic fact)
     test_size: int = 1000
-    val_size: int = 0  # OOD paths of the validation split `val_inferred_ood` (disjoint from the test split)
-    seed: int = 0
 
     @property
     def n_atomic(self) -> int:
@@ -74,10 +80,6 @@ class CompositionParams(TaskParams):
         return self.n_atomic - self.n_ood_atomic
 
     @property
-    def n_train_inferred(self) -> int:
-        return round(self.phi * self.n_id_atomic)
-
-    @property
     def n_paths(self) -> int:
         return self.n_entities * self.n_relations_per_entity**self.hops
 
@@ -85,13 +87,7 @@ class CompositionParams(TaskParams):
         """Static checks (no draw); `plan` adds the checks that depend on the drawn world."""
         if self.n_entities < 2:
             raise ValueError(f"n_entities={self.n_entities}: must be at least 2")
-        if self.n_relations < 1:
-            raise ValueError(f"n_relations={self.n_relations}: must be at least 1")
-        if not 1 <= self.n_relations_per_entity <= self.n_relations:
-            raise ValueError(
-                f"n_relations_per_entity={self.n_relations_per_entity}: must be between 1 and "
-                f"n_relations={self.n_relations}"
-            )
+        self.check_relations()
         if not MIN_HOPS <= self.hops <= MAX_HOPS:
             raise ValueError(f"hops={self.hops}: must be between {MIN_HOPS} and {MAX_HOPS}")
         if self.n_paths > MAX_PATHS:
@@ -105,10 +101,7 @@ class CompositionParams(TaskParams):
                 f"ood_ratio={self.ood_ratio}: gives {self.n_ood_atomic} OOD of {self.n_atomic} atomic "
                 "facts; need at least 1 ID and 1 OOD"
             )
-        if not math.isfinite(self.phi) or self.phi <= 0:
-            raise ValueError(f"phi={self.phi}: must be a positive finite number")
-        if self.n_train_inferred < 1:
-            raise ValueError(f"phi={self.phi}: gives {self.n_train_inferred} training inferred facts")
+        self.check_phi()
 
 
 # --- world and path counting ---------------------------------------------------------------------
@@ -123,7 +116,7 @@ class World:
 
 def draw_world(p: CompositionParams, rng: np.random.Generator) -> World:
     n, r = p.n_entities, p.n_relations_per_entity
-    rel = np.sort(np.argsort(rng.random((n, p.n_relations)), axis=1)[:, :r], axis=1)
+    rel = p.draw_relations(rng)
     tail = rng.integers(0, n, size=(n, r))
     ood = np.zeros(n * r, dtype=bool)
     ood[sample(rng, n * r, p.n_ood_atomic)] = True
@@ -162,8 +155,8 @@ def unrank_paths(
 
 
 @dataclass
-class Plan:
-    """The drawn world and the pool sizes it gives; the checks that depend on the draw."""
+class Plan(WorldPlan):
+    """The drawn world and the pool sizes it gives."""
 
     world: World
     id_counts: list[np.ndarray]
@@ -172,12 +165,11 @@ class Plan:
     n_train_pool: int
     n_heldout: int
     n_ood_paths: int
-    rng: np.random.Generator  # the generator after the world's draws: the sampling goes on from here
 
 
-def plan(p: CompositionParams) -> Plan:
-    """Check `p`, draw the world from a fresh generator (left in `Plan.rng`), check the pools."""
-    p.check()
+def plan(params: Mapping[str, Any]) -> Plan:
+    """Parse and check `params`, draw the graph, count its all-ID and all-OOD paths and check the pools."""
+    p = CompositionParams.from_dict(params)
     rng = np.random.default_rng(p.seed)
     w = draw_world(p, rng)
     id_counts = path_counts(w.tail, ~w.ood, p.hops)
@@ -185,83 +177,62 @@ def plan(p: CompositionParams) -> Plan:
     n_id = int(id_counts[-1].sum())
     n_train_pool = round(p.train_ratio * n_id)
     n_ood = int(ood_counts[-1].sum())
-    pl = Plan(w, id_counts, ood_counts, n_id, n_train_pool, n_id - n_train_pool, n_ood, rng)
+    pl = Plan(p, rng, w, id_counts, ood_counts, n_id, n_train_pool, n_id - n_train_pool, n_ood)
     where = f"(seed={p.seed}: {n_id} of {p.n_paths} {p.hops}-hop paths have all hops ID, {n_ood} all OOD)"
     if pl.n_heldout < 1 or n_train_pool < 1:
         raise ValueError(f"train_ratio={p.train_ratio}: leaves {pl.n_heldout} held-out ID paths {where}")
-    if p.n_train_inferred > n_train_pool:
-        raise ValueError(
-            f"phi={p.phi}: asks for {p.n_train_inferred} training inferred facts but the training pool "
-            f"has {n_train_pool} {where}"
-        )
+    p.check_train_pool(n_train_pool, "paths", where)
     if n_ood < 1:
         raise ValueError(f"ood_ratio={p.ood_ratio}: no path has all hops OOD {where}")
-    check_test_pools(p.test_size, p.val_size, {"held-out ID": pl.n_heldout, "OOD": n_ood}, "paths", where)
+    p.check_pools({"held-out ID": pl.n_heldout, "OOD": n_ood}, "paths", where)
     return pl
 
 
 def check_params(params: Mapping[str, Any]) -> CompositionParams:
     """Validate a params mapping (drawing the world for the pool sizes); return the parsed params."""
-    p = CompositionParams.from_dict(params)
-    plan(p)
-    return p
+    return plan(params).params
 
 
 # --- vocabulary and rows -------------------------------------------------------------------------
 
 
 def build_vocab(p: CompositionParams) -> Vocab:
-    toks = ["<pad>", *SPECIALS]
-    toks += [f"<e_{i}>" for i in range(p.n_entities)]
-    toks += [f"<r_{j}>" for j in range(p.n_relations)]
-    return Vocab(toks)
+    return entity_vocab(p.n_entities, p.relation_tokens())
 
 
-def _entity0() -> int:
-    return 1 + len(SPECIALS)
-
-
-def _path_rows(
-    p: CompositionParams, w: World, vocab: Vocab, split: str, group: str, g, mask, counts
-) -> dict[str, list]:
+def _path_rows(p: CompositionParams, pl: Plan, vocab: Vocab, split: str, g: np.ndarray) -> dict[str, list]:
+    """Rows of the paths `g` of the split's pool: the all-ID paths, or the all-OOD ones for an OOD split."""
+    w, group = pl.world, group_of(split)
+    mask, counts = (w.ood, pl.ood_counts) if group == "ood" else (~w.ood, pl.id_counts)
     head, slots, end = unrank_paths(g, w.tail, mask, counts)
-    e0, r0 = _entity0(), _entity0() + p.n_entities
     rels = np.empty_like(slots)
     e = head
     for i in range(p.hops):
         rels[:, i] = w.rel[e, slots[:, i]]
         e = w.tail[e, slots[:, i]]
-    inputs = np.concatenate([(e0 + head)[:, None], r0 + rels], axis=1)
-    return fact_rows(vocab, split, "inferred", group, inputs, (e0 + end)[:, None])
+    return entity_rows(vocab, split, "inferred", group, head, p.relation0 + rels, end)
 
 
 def generate(params: Mapping[str, Any]) -> Dataset:
     """Generate the composition dataset for `params` (a mapping of `CompositionParams` fields)."""
-    p = CompositionParams.from_dict(params)
-    pl = plan(p)
-    rng = pl.rng
-    w = pl.world
+    pl = plan(params)
+    p, rng, w = pl.params, pl.rng, pl.world
     vocab = build_vocab(p)
-    e0, r0 = _entity0(), _entity0() + p.n_entities
 
     heldout = np.sort(sample(rng, pl.n_id_paths, pl.n_heldout))
     train = nth_not_in(sample(rng, pl.n_train_pool, p.n_train_inferred), heldout)
     test_id = heldout[sample(rng, pl.n_heldout, p.test_size)]
-    ood = sample(rng, pl.n_ood_paths, p.test_size + p.val_size)  # test paths first, then validation
-    test_ood, val_ood = ood[: p.test_size], ood[p.test_size :]
+    test_ood, val_ood = p.test_and_val(rng, pl.n_ood_paths)
+    questions = {
+        "train": train,
+        "test_inferred_id": test_id,
+        "test_inferred_ood": test_ood,
+        "val_inferred_ood": val_ood,
+    }
 
-    head = np.repeat(np.arange(p.n_entities), p.n_relations_per_entity)
-    atomic_inputs = np.stack([e0 + head, r0 + w.rel.ravel()], axis=1)
+    rels = p.relation0 + w.rel.ravel()
     atomic_group = np.where(w.ood.ravel(), "ood", "id")
-    parts = [
-        fact_rows(vocab, "train", "atomic", atomic_group, atomic_inputs, (e0 + w.tail.ravel())[:, None]),
-        _path_rows(p, w, vocab, "train", "id", train, ~w.ood, pl.id_counts),
-        _path_rows(p, w, vocab, "test_inferred_id", "id", test_id, ~w.ood, pl.id_counts),
-        _path_rows(p, w, vocab, "test_inferred_ood", "ood", test_ood, w.ood, pl.ood_counts),
-    ]
-    if p.val_size:
-        parts.append(_path_rows(p, w, vocab, "val_inferred_ood", "ood", val_ood, w.ood, pl.ood_counts))
+    parts = [entity_rows(vocab, "train", "atomic", atomic_group, p.heads(), rels, w.tail.ravel())]
+    parts += [_path_rows(p, pl, vocab, split, g) for split, g in questions.items()]
     pools = {"train": pl.n_train_pool, "test_inferred_id": pl.n_heldout, "test_inferred_ood": pl.n_ood_paths}
-    if p.val_size:
-        pools["val_inferred_ood"] = pl.n_ood_paths
-    return finish(TASK, GENERATOR_VERSION, p, vocab, parts, pools=pools)
+    return finish(TASK, GENERATOR_VERSION, p, vocab, parts, pools)

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from .base import Dataset, Vocab, dataset_hash, facts_frame
-from .common import as_float, as_int
+from .common import parse
 
 FORMAT_KEY = "format"
 FORMAT_VERSION = "incontext/1"
@@ -59,12 +59,6 @@ class FormatParams:
     train_informative: float = 0.5
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "k_demos", as_int(f"{FORMAT_KEY}.k_demos", self.k_demos))
-        object.__setattr__(
-            self,
-            "train_informative",
-            as_float(f"{FORMAT_KEY}.train_informative", self.train_informative),
-        )
         if not 0 <= self.k_demos <= MAX_DEMOS:
             raise ValueError(f"{FORMAT_KEY}.k_demos={self.k_demos}: must be between 0 and {MAX_DEMOS}")
         if not 0.0 <= self.train_informative <= 1.0:
@@ -74,13 +68,8 @@ class FormatParams:
 
 
 def parse_format(fmt: Any) -> FormatParams:
-    if not isinstance(fmt, Mapping):
-        raise ValueError(f"{FORMAT_KEY}={fmt!r}: expected a mapping such as {{k_demos: 2}}")
-    known = sorted(f.name for f in dataclasses.fields(FormatParams))
-    for key in fmt:
-        if key not in known:
-            raise ValueError(f"{FORMAT_KEY}.{key}: unknown format parameter; known: {known}")
-    return FormatParams(**fmt)
+    """The format mapping parsed and checked; errors start with `format` or `format.<key>`."""
+    return parse(FormatParams, fmt, FORMAT_KEY)
 
 
 def split_params(params: Any) -> tuple[Any, Any]:

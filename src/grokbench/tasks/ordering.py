@@ -28,12 +28,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from .base import Dataset, Vocab
-from .common import SPECIALS, EntitySplit, TaskParams, check_test_pools, fact_rows, finish, sample
+from .common import (
+    ENTITY0,
+    EntitySplit,
+    TaskParams,
+    WorldPlan,
+    entity_vocab,
+    fact_rows,
+    finish,
+    group_of,
+    sample,
+)
 
 TASK = "ordering"
 GENERATOR_VERSION = "ordering/1"
@@ -42,14 +52,10 @@ LABELS = ("<lt>", "<gt>")
 
 @dataclass(frozen=True)
 class OrderingParams(EntitySplit, TaskParams):
-    TASK: ClassVar[str] = TASK
-
     n_entities: int = 200
     train_distance: int = 3
     id_ratio: float = 0.9
     test_size: int = 500
-    val_size: int = 0  # far OOD pairs of the split `val_inferred_ood` (disjoint from the test split)
-    seed: int = 0
 
     def check(self) -> None:
         """Static checks (no draw); `plan` adds the checks that depend on the drawn world."""
@@ -62,11 +68,7 @@ class OrderingParams(EntitySplit, TaskParams):
                 f"n_entities - 2 = {n - 2} (so that far pairs exist)"
             )
         self.check_common(("id_ratio",))
-        if self.n_id < 2 or self.n_ood < 1:
-            raise ValueError(
-                f"id_ratio={self.id_ratio}: gives {self.n_id} ID and {self.n_ood} OOD entities out of "
-                f"n_entities={n}; need at least 2 ID and 1 OOD"
-            )
+        self.check_entity_split(2, 1)
 
 
 # --- pairs by position ---------------------------------------------------------------------------
@@ -120,72 +122,66 @@ def ordered(pool: PairPool, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class Plan:
+class Plan(WorldPlan):
     order: np.ndarray  # (N,) entity at each position
     is_ood: np.ndarray  # (N,) bool, by position
     near_id: PairPool
     far_id: PairPool
     far_ood: PairPool
     near_ood: PairPool
-    rng: np.random.Generator  # the generator after the world's draws: the sampling goes on from here
 
 
-def plan(p: OrderingParams) -> Plan:
-    """Check `p`, draw the world from a fresh generator (left in `Plan.rng`), check the pools."""
-    p.check()
+def plan(params: Mapping[str, Any]) -> Plan:
+    """Parse and check `params`, draw the order and the ID entities, check the pools of pairs."""
+    p = OrderingParams.from_dict(params)
     rng = np.random.default_rng(p.seed)
     n, d = p.n_entities, p.train_distance
     order = rng.permutation(n)
     is_ood = np.zeros(n, dtype=bool)
     is_ood[sample(rng, n, p.n_ood)] = True
     pl = Plan(
+        p,
+        rng,
         order,
         is_ood,
         near_id=PairPool(is_ood, 2, d, both_id=True),
         far_id=PairPool(is_ood, d + 1, n - 1, both_id=True),
         far_ood=PairPool(is_ood, d + 1, n - 1, both_id=False),
         near_ood=PairPool(is_ood, 2, d, both_id=False),
-        rng=rng,
     )
     where = f"(seed={p.seed}, n_entities={n}, train_distance={d}, id_ratio={p.id_ratio})"
     if pl.near_id.size < 1:
         raise ValueError(f"train_distance={d}: no pair of ID entities at distance 2..{d} {where}")
-    pools = {"far ID": 2 * pl.far_id.size, "far OOD": 2 * pl.far_ood.size}
-    check_test_pools(p.test_size, p.val_size, pools, "ordered pairs", where)
+    p.check_pools({"far ID": 2 * pl.far_id.size, "far OOD": 2 * pl.far_ood.size}, "ordered pairs", where)
     return pl
 
 
 def check_params(params: Mapping[str, Any]) -> OrderingParams:
     """Validate a params mapping (drawing the world for the pool sizes); return the parsed params."""
-    p = OrderingParams.from_dict(params)
-    plan(p)
-    return p
+    return plan(params).params
 
 
 # --- vocabulary and rows -------------------------------------------------------------------------
 
 
 def build_vocab(p: OrderingParams) -> Vocab:
-    return Vocab(["<pad>", *SPECIALS, *(f"<e_{i}>" for i in range(p.n_entities)), *LABELS])
+    return entity_vocab(p.n_entities, LABELS)
 
 
 def _rows(p: OrderingParams, pl: Plan, vocab: Vocab, split: str, kind: str, group, pa, pb) -> dict:
-    e0 = 1 + len(SPECIALS)
-    label0 = e0 + p.n_entities
+    label0 = ENTITY0 + p.n_entities
     n = len(pa)
     q, mask = vocab.id("<q>"), vocab.id("<mask>")
-    inputs = np.stack([np.full(n, q), e0 + pl.order[pa], np.full(n, mask), e0 + pl.order[pb]], axis=1).astype(
-        np.int64
-    )
+    ea, eb = ENTITY0 + pl.order[pa], ENTITY0 + pl.order[pb]
+    inputs = np.stack([np.full(n, q), ea, np.full(n, mask), eb], axis=1).astype(np.int64)
     answers = (label0 + (pa > pb))[:, None]
     return fact_rows(vocab, split, kind, group, inputs, answers)
 
 
 def generate(params: Mapping[str, Any]) -> Dataset:
     """Generate the ordering dataset for `params` (a mapping of `OrderingParams` fields)."""
-    p = OrderingParams.from_dict(params)
-    pl = plan(p)
-    rng = pl.rng
+    pl = plan(params)
+    p, rng = pl.params, pl.rng
     vocab = build_vocab(p)
     n = p.n_entities
 
@@ -198,25 +194,20 @@ def generate(params: Mapping[str, Any]) -> Dataset:
     # drawn in this order (train, far ID, far OOD, near OOD): the order fixes the dataset for a seed
     train = ordered(pl.near_id, sample(rng, 2 * pl.near_id.size, 2 * pl.near_id.size))
     far_id = ordered(pl.far_id, sample(rng, 2 * pl.far_id.size, p.test_size))
-    far_ood = sample(rng, 2 * pl.far_ood.size, p.test_size + p.val_size)  # test pairs first, then validation
-    draws = {
+    test_ood, val_ood = p.test_and_val(rng, 2 * pl.far_ood.size)
+    questions = {
         "train": train,
         "test_inferred_id": far_id,
-        "test_inferred_ood": ordered(pl.far_ood, far_ood[: p.test_size]),
+        "test_inferred_ood": ordered(pl.far_ood, test_ood),
         "test_near_ood": ordered(pl.near_ood, sample(rng, 2 * pl.near_ood.size, n_near_ood)),
-        "val_inferred_ood": ordered(pl.far_ood, far_ood[p.test_size :]),
+        "val_inferred_ood": ordered(pl.far_ood, val_ood),
     }
     parts = [_rows(p, pl, vocab, "train", "atomic", atomic_group, a_pos, b_pos)]
-    for split, (pa, pb) in draws.items():
-        if len(pa):
-            group = "ood" if split.endswith("ood") else "id"
-            parts.append(_rows(p, pl, vocab, split, "inferred", group, pa, pb))
+    parts += [_rows(p, pl, vocab, split, "inferred", group_of(split), *ab) for split, ab in questions.items()]
     pools = {
         "train": 2 * pl.near_id.size,
         "test_inferred_id": 2 * pl.far_id.size,
         "test_inferred_ood": 2 * pl.far_ood.size,
         "test_near_ood": 2 * pl.near_ood.size,
     }
-    if p.val_size:
-        pools["val_inferred_ood"] = 2 * pl.far_ood.size
-    return finish(TASK, GENERATOR_VERSION, p, vocab, parts, pools=pools)
+    return finish(TASK, GENERATOR_VERSION, p, vocab, parts, pools)
