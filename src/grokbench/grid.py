@@ -36,9 +36,16 @@ class Cell:
         return {"dataset": self.dataset, "model": self.model, "training": self.training, "seed": self.seed}
 
 
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
 def setting_name(base: str, overrides: dict[str, Any]) -> str:
-    """`default` + {lr: 0.003} -> `default+lr0.003`."""
-    return "".join([base, *(f"{SETTING_SEP}{k}{v:g}" for k, v in overrides.items())])
+    """`default` + {lr: 0.003, accelerators.loss: stablemax} -> `default+lr0.003+accelerators.lossstablemax`
+    (numbers as %g, booleans and null in lower case, text as it is)."""
+    return "".join([base, *(f"{SETTING_SEP}{k}{_value_text(v)}" for k, v in overrides.items())])
 
 
 def split_setting(training: str) -> tuple[str, list[str]]:

@@ -51,7 +51,7 @@ def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     return True, value  # an annotation we cannot check: let the code that uses it decide
 
 
-def _dataclass_in(tp: Any) -> type | None:
+def dataclass_in(tp: Any) -> type | None:
     """The dataclass a field holds: `tp` itself, or the one dataclass of a union such as `X | None`."""
     if dataclasses.is_dataclass(tp):
         return tp
@@ -84,7 +84,7 @@ def from_dict(cls: type[T], d: dict[str, Any], where: str) -> T:
         ok, value = coerce(value, tp)
         if not ok:
             raise ValueError(f"{where}.{key}={value!r}: expected {type_name(tp)}, got {type(value).__name__}")
-        sub = _dataclass_in(tp)
+        sub = dataclass_in(tp)
         if sub is not None and isinstance(value, dict):
             value = from_dict(sub, value, f"{where}.{key}")
         elif isinstance(value, list) and typing.get_origin(tp) is tuple:

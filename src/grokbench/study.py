@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import importlib.resources
 import itertools
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -40,6 +42,7 @@ import yaml
 
 from .grid import SECTIONS, Cell, cells, grid_matches, setting_name
 from .models import check_model_spec
+from .params import dataclass_in
 from .report.analysis import EVAL_SPLITS, SUMMARY_COLUMNS, AnalysisConfig, flatten, not_a_column
 from .report.claims import check_claims
 from .tasks import TASKS, check_params
@@ -234,24 +237,60 @@ def _check_names(config: dict, block: dict, i: int) -> None:
                 )
 
 
-def _numeric(tp: Any) -> bool:
-    """int, float, or a union of them with None (`float | None`)."""
-    if tp in (int, float):
-        return True
-    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
-    return union and all(a in (int, float, type(None)) for a in typing.get_args(tp))
+def _scalar(tp: Any) -> bool:
+    """A number, string or bool, optionally with None (`float | None`): what a grid may sweep."""
+    leaves = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return all(a in (int, float, str, bool, type(None)) for a in leaves)
 
 
-def hparam_keys() -> list[str]:
-    """Training settings a grid's `hparams` may sweep: TrainConfig's numeric fields."""
-    hints = typing.get_type_hints(TrainConfig)
-    return [f.name for f in dataclasses.fields(TrainConfig) if _numeric(hints[f.name])]
+def hparam_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
+    """Training settings a grid's `hparams` may sweep: TrainConfig's scalar fields, and those of its nested
+    settings as dotted paths (`eval.every`, `accelerators.loss`, `accelerators.grokfast.alpha`, ...)."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        sub = dataclass_in(hints[f.name])
+        if sub is not None:
+            keys += hparam_keys(sub, f"{prefix}{f.name}.")
+        elif _scalar(hints[f.name]):
+            keys.append(prefix + f.name)
+    return keys
 
 
 def _check_hparam_keys(hparams: dict[str, list], where: str) -> None:
+    known = hparam_keys()
     for key in hparams:
-        if key not in hparam_keys():
-            raise ValueError(f"{where}: unknown key {key!r}; expected one of {hparam_keys()}")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: unknown key {key!r}{hint}; expected one of {known}")
+        for j, value in enumerate(hparams[key]):
+            if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+                raise ValueError(f"{where}.{key}[{j}]={value!r}: a swept text value is part of a run's name: "
+                                 "letters, digits, '_', '.' and '-' only")  # fmt: skip
+
+
+def _get(spec: dict, dotted: str) -> Any:
+    """The value at a dotted path of a training spec, with TrainConfig's defaults where it sets none."""
+    value: Any = TrainConfig.from_dict(spec)
+    for part in dotted.split("."):
+        if value is None:
+            return None
+        value = getattr(value, part)
+    return value
+
+
+def _set(spec: dict, dotted: str, value: Any) -> dict:
+    """A copy of a training spec with the dotted path set (missing or null parents become mappings)."""
+    spec = copy.deepcopy(spec)
+    *parents, last = dotted.split(".")
+    node = spec
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
+    return spec
 
 
 def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i: int) -> list[str]:
@@ -260,11 +299,13 @@ def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i:
     names: dict[str, None] = {}
     keys = list(hparams)
     for base in bases:
-        base_cfg = TrainConfig.from_dict(config["training"][base], where=f"config.training.{base}")
+        base_spec = config["training"][base]
         for values in itertools.product(*(hparams[k] for k in keys)):
-            changed = {k: v for k, v in zip(keys, values) if v != getattr(base_cfg, k)}
+            changed = {k: v for k, v in zip(keys, values) if v != _get(base_spec, k)}
             name = setting_name(base, changed)
-            spec = {**config["training"][base], **changed}
+            spec = base_spec
+            for k, v in changed.items():
+                spec = _set(spec, k, v)
             TrainConfig.from_dict(spec, where=where)
             config["training"][name] = spec
             names[name] = None

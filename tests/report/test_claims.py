@@ -70,6 +70,38 @@ def test_hparams_expand_to_named_settings():
     assert len(cells(cfg)) == 8
 
 
+def test_accelerator_settings_are_grid_axes():
+    """Nested training settings sweep by dotted key; a null accelerator becomes a mapping."""
+    hparams = {"accelerators.grokfast.alpha": [0.9, 0.98], "accelerators.loss": ["softmax", "stablemax"]}
+    cfg = validate(grid_config(hparams=hparams))
+    names = sorted({c.training for c in cells(cfg)})
+    assert names == [
+        "default+accelerators.grokfast.alpha0.9",
+        "default+accelerators.grokfast.alpha0.9+accelerators.lossstablemax",
+        "default+accelerators.grokfast.alpha0.98",
+        "default+accelerators.grokfast.alpha0.98+accelerators.lossstablemax",
+    ]  # grokfast is off in the base, so both alphas differ from it; softmax is the base's loss
+    spec = cfg["training"]["default+accelerators.grokfast.alpha0.9+accelerators.lossstablemax"]
+    assert spec["accelerators"] == {"grokfast": {"alpha": 0.9}, "loss": "stablemax"}
+    assert spec["lr"] == TINY_CONFIG["training"]["default"]["lr"]
+
+
+@pytest.mark.parametrize(
+    ("hparams", "message"),
+    [
+        ({"accelerators.grokfast.alpa": [0.9]}, r"unknown key 'accelerators.grokfast.alpa' \(did you mean "
+         r"'accelerators.grokfast.alpha'\?\)"),
+        ({"accelerators.grokfast.alpha": [1.5]}, r"config.grid\[0\].hparams.accelerators.grokfast.alpha=1.5"),
+        ({"accelerators.loss": ["hinge"]}, r"config.grid\[0\].hparams.accelerators.loss='hinge'"),
+        ({"accelerators.wd_schedule.kind": ["cosine"]}, r"wd_schedule.steps=None: expected an integer >= 1"),
+        ({"precision": ["bf 16"]}, r"hparams.precision\[0\]='bf 16': a swept text value is part of"),
+    ],
+)  # fmt: skip
+def test_bad_accelerator_axes_named(hparams, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(grid_config(hparams=hparams))
+
+
 def test_hparams_need_a_validation_split():
     cfg = grid_config(hparams={"lr": [1e-3, 3e-3]})
     del cfg["datasets"]["a"]["val_size"]
