@@ -16,20 +16,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from grokbench.models.deltanet import DeltaNet, DeltaNetConfig
+from grokbench.models.gla import GLA, GLAConfig
 from grokbench.models.gpt import GPT, GPTConfig
-from grokbench.models.linear_attention import (
-    GLA,
-    HGRN2,
-    DeltaNet,
-    DeltaNetConfig,
-    GLAConfig,
-    HGRN2Config,
-    RetNet,
-    RetNetConfig,
-)
+from grokbench.models.hgrn2 import HGRN2, HGRN2Config
 from grokbench.models.llama import Llama, LlamaConfig
 from grokbench.models.mamba import Mamba, Mamba2, Mamba2Config, MambaConfig
 from grokbench.models.presets import PRESETS, expand_preset
+from grokbench.models.retnet import RetNet, RetNetConfig
 from grokbench.models.rwkv import RWKV6, RWKV7, RWKV6Config, RWKV7Config
 from grokbench.params import coerce, type_name
 

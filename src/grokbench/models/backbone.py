@@ -27,6 +27,22 @@ from torch import nn
 SHARE_MODES = ("none", "all", "mlp")
 
 
+def check_at_least(config, minimum: int, *names: str, note: str = "") -> None:
+    """ValueError naming the first field of `names` whose value is below `minimum`."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}{note}, got {value}")
+
+
+def check_positive(config, *names: str) -> None:
+    """ValueError naming the first field of `names` whose value is not > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
 @dataclass(kw_only=True)
 class BackboneConfig:
     vocab_size: int
@@ -41,12 +57,8 @@ class BackboneConfig:
     kv_memory: int = 0  # slots of the shared key-value memory (0: none)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "d_model", "loops"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("memory_tokens", "kv_memory"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_at_least(self, 1, "vocab_size", "block_size", "n_layer", "d_model", "loops")
+        check_at_least(self, 0, "memory_tokens", "kv_memory")
         if self.share not in SHARE_MODES:
             raise ValueError(f"share must be one of {SHARE_MODES}, got {self.share!r}")
         if self.reinject and self.loops == 1:
@@ -98,6 +110,13 @@ class Backbone(nn.Module):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head, (B, T, C) -> logits (B, T, V)."""
         raise NotImplementedError
+
+    def make_head(self, embedding: nn.Embedding) -> nn.Linear:
+        """The LM head (C -> V, no bias), tied to `embedding` (Press & Wolf 2017) if config.tie_embeddings."""
+        head = nn.Linear(self.config.d_model, self.config.vocab_size, bias=False)
+        if self.config.tie_embeddings:
+            head.weight = embedding.weight
+        return head
 
     def make_layers(self, make_block) -> nn.ModuleList:
         """`n_layer` blocks from `make_block(i)`, shared across depth as `config.share` says."""

@@ -18,14 +18,15 @@ Architecture: learned absolute position embeddings, pre-LayerNorm blocks
 Parameter names match GPT2LMHeadModel's so `load_hf_gpt2_state_dict` is a name-for-name copy.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbone import Backbone, BackboneConfig
+from .backbone import Backbone, BackboneConfig, check_at_least, check_positive
+from .hf import check_settings, copy_state_dict
+from .modules import init_normal_, init_residual_, pre_norm_residual
 
 
 @dataclass(kw_only=True)
@@ -37,14 +38,12 @@ class GPTConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n_head < 1:
-            raise ValueError(f"n_head must be >= 1, got {self.n_head}")
+        check_at_least(self, 1, "n_head")
         if self.d_model % self.n_head != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.layer_norm_eps <= 0:
-            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+        check_positive(self, "layer_norm_eps")
 
 
 class CausalSelfAttention(nn.Module):
@@ -99,9 +98,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # (B, T, C)
-        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
-        return x
+        return pre_norm_residual(x, self.ln_1, self.attn, self.ln_2, self.mlp)  # (B, T, C)
 
 
 class GPT(Backbone):
@@ -116,30 +113,17 @@ class GPT(Backbone):
                 ln_f=nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias),
             )
         )
-        # GPT-2's LM head has no bias, whatever config.bias says
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if config.tie_embeddings:
-            # weight tying (Press & Wolf 2017), as GPT-2 does
-            self.lm_head.weight = self.transformer.wte.weight
+        # no bias, whatever config.bias says; tied to wte by default, as GPT-2 does
+        self.lm_head = self.make_head(self.transformer.wte)
         self._init_weights()
 
     @torch.no_grad()
     def _init_weights(self) -> None:
-        """GPT-2 init: N(0, 0.02) weights, zero biases, LayerNorm (1, 0), and the two residual
-        projections per block at std 0.02 / sqrt(2 * n_layer) (one per residual add)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            elif isinstance(module, nn.LayerNorm):
-                module.reset_parameters()
-        resid_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for block in self.transformer.h:
-            nn.init.normal_(block.attn.c_proj.weight, mean=0.0, std=resid_std)
-            nn.init.normal_(block.mlp.c_proj.weight, mean=0.0, std=resid_std)
+        """GPT-2 init: N(0, 0.02) weights, zero biases, LayerNorm (1, 0) as constructed, and the two
+        residual projections per block at std 0.02 / sqrt(2 * n_layer) (one per residual add)."""
+        init_normal_(self.modules())
+        out = [w for b in self.transformer.h for w in (b.attn.c_proj.weight, b.mlp.c_proj.weight)]
+        init_residual_(out, self.config.n_layer, per_layer=2)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Number of parameters (a tied LM head is counted once). With exclude_embeddings, the
@@ -191,44 +175,14 @@ def load_hf_gpt2_state_dict(model: GPT, hf_model) -> None:
     cfg, hf_cfg = model.config, hf_model.config
 
     # settings invisible in the parameter shapes
-    problems = []
-    if hf_cfg.n_head != cfg.n_head:
-        problems.append(f"n_head: HF {hf_cfg.n_head} != ours {cfg.n_head}")
-    if hf_cfg.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
-        problems.append(
-            f"activation_function: HF {hf_cfg.activation_function!r}, ours is tanh-GELU ('gelu_new')"
-        )
-    if hf_cfg.layer_norm_epsilon != cfg.layer_norm_eps:
-        problems.append(f"layer_norm_epsilon: HF {hf_cfg.layer_norm_epsilon} != ours {cfg.layer_norm_eps}")
-    for name, value in _HF_GPT2_FIXED_SETTINGS:
-        if getattr(hf_cfg, name, value) != value:
-            problems.append(f"{name}: HF {getattr(hf_cfg, name)!r}, ours implements {value!r}")
-    if problems:
-        raise ValueError("incompatible GPT2 config: " + "; ".join(problems))
-
-    # HF state dict without buffers (older versions keep causal-mask buffers `attn.bias`)
-    buffer_names = {name for name, _ in hf_model.named_buffers()}
-    sd_hf = {k: v for k, v in hf_model.state_dict().items() if k not in buffer_names}
-    transposed = {f"{name}.weight" for name, m in hf_model.named_modules() if isinstance(m, Conv1D)}
-    sd = model.state_dict()  # contains both wte.weight and lm_head.weight, even when tied
-
-    missing = sorted(set(sd) - set(sd_hf))
-    unexpected = sorted(set(sd_hf) - set(sd))
-    if missing or unexpected:
-        raise ValueError(
-            f"GPT2 state dict mismatch: missing from HF model {missing}, unexpected in HF model {unexpected}"
-        )
-    if cfg.tie_embeddings and not torch.equal(sd_hf["lm_head.weight"], sd_hf["transformer.wte.weight"]):
-        raise ValueError("our lm_head is tied to wte but the HF model's lm_head differs from wte")
-
-    for key, ours in sd.items():
-        theirs = sd_hf[key]
-        if key in transposed:
-            theirs = theirs.t()
-        if theirs.shape != ours.shape:
-            raise ValueError(
-                f"shape mismatch for {key}: HF {tuple(theirs.shape)} "
-                f"({'transposed Conv1D' if key in transposed else 'as is'}) "
-                f"vs ours {tuple(ours.shape)}"
-            )
-        ours.copy_(theirs)  # state_dict tensors share storage with the parameters
+    tanh_gelu = hf_cfg.activation_function in ("gelu_new", "gelu_pytorch_tanh")
+    settings = [
+        ("n_head", hf_cfg.n_head, cfg.n_head),
+        ("activation_function", "gelu_new" if tanh_gelu else hf_cfg.activation_function, "gelu_new"),
+        ("layer_norm_epsilon", hf_cfg.layer_norm_epsilon, cfg.layer_norm_eps),
+    ]
+    settings += [(name, getattr(hf_cfg, name, value), value) for name, value in _HF_GPT2_FIXED_SETTINGS]
+    check_settings("GPT2", settings)
+    transposed = [f"{name}.weight" for name, m in hf_model.named_modules() if isinstance(m, Conv1D)]
+    tied_to = "transformer.wte.weight" if cfg.tie_embeddings else None
+    copy_state_dict("GPT2", model, hf_model, tied_to, transposed)

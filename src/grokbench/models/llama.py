@@ -35,21 +35,24 @@ Choices, where the references leave room:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbone import Backbone, BackboneConfig
-
-
-def swiglu_hidden(d_model: int, multiple_of: int) -> int:
-    """Meta's SwiGLU hidden size: 2/3 of 4 * d_model (equal MLP parameters to a 4x two-matrix MLP),
-    rounded up to a multiple of `multiple_of`."""
-    hidden = int(2 * (4 * d_model) / 3)
-    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+from .backbone import Backbone, BackboneConfig, check_at_least, check_positive
+from .hf import check_settings, copy_state_dict
+from .modules import (
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    init_normal_,
+    init_residual_,
+    pre_norm_residual,
+    rope_cos_sin,
+    swiglu_hidden,
+)
 
 
 @dataclass(kw_only=True)
@@ -63,9 +66,7 @@ class LlamaConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("n_head", "multiple_of"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, 1, "n_head", "multiple_of")
         if self.d_model % self.n_head != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
         if self.head_dim % 2 != 0:
@@ -74,12 +75,9 @@ class LlamaConfig(BackboneConfig):
             1 <= self.n_kv_head <= self.n_head and self.n_head % self.n_kv_head == 0
         ):
             raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head})")
-        if self.mlp_hidden is not None and self.mlp_hidden < 1:
-            raise ValueError(f"mlp_hidden must be >= 1 (or None), got {self.mlp_hidden}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
-        if not self.rms_norm_eps > 0:
-            raise ValueError(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+        if self.mlp_hidden is not None:
+            check_at_least(self, 1, "mlp_hidden", note=" (or None)")
+        check_positive(self, "rope_theta", "rms_norm_eps")
 
     @property
     def head_dim(self) -> int:
@@ -96,48 +94,6 @@ class LlamaConfig(BackboneConfig):
         if self.mlp_hidden is not None:
             return self.mlp_hidden
         return swiglu_hidden(self.d_model, self.multiple_of)
-
-
-class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * weight (Zhang & Sennrich 2019), normalized in at least float32."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.to(torch.promote_types(x.dtype, torch.float32))
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"{tuple(self.weight.shape)}, eps={self.eps}"
-
-
-def rope_cos_sin(max_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the RoPE angles, each (max_len, head_dim), in float32.
-
-    Angle of position p in pair i (i < head_dim / 2): p * theta^(-2i / head_dim). Half-split layout (HF's
-    `rotate_half`): dimension i is paired with i + head_dim / 2, so the angles are repeated, [a, a].
-    """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # (hd/2,)
-    pos = torch.arange(max_len, dtype=torch.float32)  # (L,)
-    angles = pos[:, None] * inv_freq[None, :]  # (L, hd/2)
-    emb = torch.cat((angles, angles), dim=-1)  # (L, hd)
-    return emb.cos(), emb.sin()
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) -> (-x2, x1) over the two halves of the last dimension."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, nh, T, hd) by the angles of cos/sin (T, hd), in at least float32, back to x's dtype."""
-    h = x.to(torch.promote_types(x.dtype, torch.float32))
-    return (h * cos + rotate_half(h) * sin).to(x.dtype)
 
 
 class LlamaAttention(nn.Module):
@@ -173,21 +129,6 @@ class LlamaAttention(nn.Module):
         return self.o_proj(y)  # (B, T, C)
 
 
-class LlamaMLP(nn.Module):
-    """SwiGLU (Shazeer 2020): down(silu(gate(x)) * up(x))."""
-
-    def __init__(self, config: LlamaConfig):
-        super().__init__()
-        d, h = config.d_model, config.mlp_hidden_size
-        self.gate_proj = nn.Linear(d, h, bias=False)
-        self.up_proj = nn.Linear(d, h, bias=False)
-        # down projection (a residual projection: scaled init, see Llama._init_weights)
-        self.down_proj = nn.Linear(h, d, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C)
-
-
 class LlamaBlock(nn.Module):
     """Pre-RMSNorm Transformer block (HF: LlamaDecoderLayer)."""
 
@@ -196,12 +137,11 @@ class LlamaBlock(nn.Module):
         self.input_layernorm = RMSNorm(config.d_model, config.rms_norm_eps)
         self.self_attn = LlamaAttention(config)
         self.post_attention_layernorm = RMSNorm(config.d_model, config.rms_norm_eps)
-        self.mlp = LlamaMLP(config)
+        self.mlp = SwiGLU(config.d_model, config.mlp_hidden_size)  # HF: LlamaMLP
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x))  # (B, T, C)
-        x = x + self.mlp(self.post_attention_layernorm(x))  # (B, T, C)
-        return x
+        norm_1, norm_2 = self.input_layernorm, self.post_attention_layernorm
+        return pre_norm_residual(x, norm_1, self.self_attn, norm_2, self.mlp)  # (B, T, C)
 
 
 class Llama(Backbone):
@@ -214,9 +154,7 @@ class Llama(Backbone):
                 norm=RMSNorm(config.d_model, config.rms_norm_eps),
             )
         )
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        self.lm_head = self.make_head(self.model.embed_tokens)
         self._init_weights()
 
     @torch.no_grad()
@@ -224,17 +162,9 @@ class Llama(Backbone):
         """N(0, 0.02) for Linear and Embedding weights, RMSNorm gains 1, and the two residual projections
         per block (o_proj, down_proj) at std 0.02 / sqrt(2 * n_layer), as our GPT. The backbone's memory
         parameters keep their own init."""
-        for module in self.model.modules():
-            if isinstance(module, nn.Linear | nn.Embedding):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
-        if not self.config.tie_embeddings:
-            nn.init.normal_(self.lm_head.weight, mean=0.0, std=0.02)
-        resid_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for block in self.layers:
-            nn.init.normal_(block.self_attn.o_proj.weight, mean=0.0, std=resid_std)
-            nn.init.normal_(block.mlp.down_proj.weight, mean=0.0, std=resid_std)
+        init_normal_([*self.model.modules(), *([] if self.config.tie_embeddings else [self.lm_head])])
+        out = [w for b in self.layers for w in (b.self_attn.o_proj.weight, b.mlp.down_proj.weight)]
+        init_residual_(out, self.config.n_layer, per_layer=2)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Number of parameters (shared tensors counted once). With exclude_embeddings, the token
@@ -272,48 +202,24 @@ def load_hf_llama_state_dict(model: Llama, hf_model) -> None:
     cfg, hf_cfg = model.config, hf_model.config
 
     # settings invisible in the parameter shapes
-    problems = []
-
-    def differs(name: str, theirs, ours) -> None:
-        if theirs != ours:
-            problems.append(f"{name}: HF {theirs!r} != ours {ours!r}")
-
-    differs("num_attention_heads", hf_cfg.num_attention_heads, cfg.n_head)
-    differs("num_key_value_heads", hf_cfg.num_key_value_heads, cfg.kv_heads)
-    differs("head_dim", getattr(hf_cfg, "head_dim", None), cfg.head_dim)
-    differs("hidden_act", hf_cfg.hidden_act, "silu")
-    differs("rms_norm_eps", hf_cfg.rms_norm_eps, cfg.rms_norm_eps)
-    differs("attention_bias", hf_cfg.attention_bias, False)
-    differs("mlp_bias", hf_cfg.mlp_bias, False)
-    differs("attention_dropout", float(hf_cfg.attention_dropout or 0.0), 0.0)
     rope = dict(hf_cfg.rope_parameters or {})
-    differs("rope_parameters['rope_type']", rope.pop("rope_type", None), "default")
-    differs("rope_parameters['rope_theta']", rope.pop("rope_theta", None), cfg.rope_theta)
+    settings = [
+        ("num_attention_heads", hf_cfg.num_attention_heads, cfg.n_head),
+        ("num_key_value_heads", hf_cfg.num_key_value_heads, cfg.kv_heads),
+        ("head_dim", getattr(hf_cfg, "head_dim", None), cfg.head_dim),
+        ("hidden_act", hf_cfg.hidden_act, "silu"),
+        ("rms_norm_eps", hf_cfg.rms_norm_eps, cfg.rms_norm_eps),
+        ("attention_bias", hf_cfg.attention_bias, False),
+        ("mlp_bias", hf_cfg.mlp_bias, False),
+        ("attention_dropout", float(hf_cfg.attention_dropout or 0.0), 0.0),
+        ("rope_parameters['rope_type']", rope.pop("rope_type", None), "default"),
+        ("rope_parameters['rope_theta']", rope.pop("rope_theta", None), cfg.rope_theta),
+    ]
+    problems = []
     if rope:  # scaling factors, partial rotary, ...: not implemented
         problems.append(f"rope_parameters: HF sets {sorted(rope)}, ours implements none of them")
     if cfg.share != "none" or cfg.loops != 1:
         problems.append(f"ours has share={cfg.share!r}, loops={cfg.loops}; HF has neither")
-    if problems:
-        raise ValueError("incompatible Llama config: " + "; ".join(problems))
-
-    buffer_names = {name for name, _ in hf_model.named_buffers()}
-    sd_hf = {k: v for k, v in hf_model.state_dict().items() if k not in buffer_names}
-    sd = model.state_dict()  # holds both embed_tokens.weight and lm_head.weight, even when tied
-
-    missing = sorted(set(sd) - set(sd_hf))
-    unexpected = sorted(set(sd_hf) - set(sd))
-    if missing or unexpected:
-        raise ValueError(
-            f"Llama state dict mismatch: missing from HF model {missing}, unexpected in HF model {unexpected}"
-        )
-    for key, ours in sd.items():
-        theirs = sd_hf[key]
-        if theirs.shape != ours.shape:
-            raise ValueError(
-                f"shape mismatch for {key}: HF {tuple(theirs.shape)} vs ours {tuple(ours.shape)}"
-            )
-    if cfg.tie_embeddings and not torch.equal(sd_hf["lm_head.weight"], sd_hf["model.embed_tokens.weight"]):
-        raise ValueError("our lm_head is tied to embed_tokens but the HF model's lm_head differs from it")
-
-    for key, ours in sd.items():
-        ours.copy_(sd_hf[key])  # state_dict tensors share storage with the parameters
+    check_settings("Llama", settings, problems)
+    tied_to = "model.embed_tokens.weight" if cfg.tie_embeddings else None
+    copy_state_dict("Llama", model, hf_model, tied_to)

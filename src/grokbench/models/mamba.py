@@ -32,13 +32,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbone import Backbone, BackboneConfig
+from .backbone import Backbone, BackboneConfig, check_at_least, check_positive
 from .backends import check_backend
+from .hf import check_settings, copy_state_dict
+from .modules import RMSNorm, ShortConv, at_least_fp32, dt_bias_init, init_residual_
 from .ops.selective_scan import selective_scan
 from .ops.ssd import ssd
 
-# initialization constants of the authors' code (mamba_simple.py, mamba2.py)
-DT_INIT_FLOOR = 1e-4
+# initialization constants of the authors' code (mamba2.py, mixer_seq_simple.py; dt: modules.dt_bias_init)
 A_INIT_RANGE = (1.0, 16.0)  # Mamba-2: A = -uniform(1, 16) per head
 EMBED_STD = 0.02  # mixer_seq_simple.py's `initializer_range`
 
@@ -59,15 +60,12 @@ class _SSMConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("d_state", "d_conv", "expand"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, 1, "d_state", "d_conv", "expand")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(
                 f"dt_min, dt_max must satisfy 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}"
             )
-        if self.norm_eps <= 0:
-            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
+        check_positive(self, "norm_eps")
         check_backend(self.backend)
 
     @property
@@ -100,9 +98,7 @@ class Mamba2Config(_SSMConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("headdim", "ngroups", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, 1, "headdim", "ngroups", "chunk_size")
         if self.d_inner % self.headdim:
             raise ValueError(
                 f"headdim ({self.headdim}) must divide d_inner = expand * d_model ({self.d_inner})"
@@ -116,59 +112,15 @@ class Mamba2Config(_SSMConfig):
 
 
 # --- shared pieces -------------------------------------------------------------------------------
-def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
-    """float32, or float64 for a float64 tensor (the authors' `.float()` would round float64 models)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
+def _norm(config: _SSMConfig) -> RMSNorm:
+    """The blocks' and the final RMSNorm: one group of d_model channels, written as a grouped norm (the
+    reshape makes autograd sum the norm's two input gradients before the residual's, as it always has)."""
+    return RMSNorm(config.d_model, config.norm_eps, group_size=config.d_model)
 
 
-class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * weight, normalized in float32 (float64 for float64 input). With a
-    `gate`, the input is first multiplied by SiLU(gate), and the mean runs over `group_size` channels
-    (Mamba-2's gated norm, norm_before_gate=False)."""
-
-    def __init__(self, dim: int, eps: float, group_size: int | None = None):
-        super().__init__()
-        self.eps = eps
-        self.group_size = group_size or dim
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        dtype = x.dtype
-        h = at_least_fp32(x)  # (..., C)
-        if gate is not None:
-            h = h * F.silu(gate.to(h.dtype))
-        h = h.unflatten(-1, (-1, self.group_size))  # (..., C / group, group)
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.flatten(-2).to(dtype)  # (..., C)
-
-
-def causal_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """SiLU of a causal depthwise conv1d along time with `conv`'s weights: (B, T, E) -> (B, T, E).
-
-    y_t = bias + sum_j w[j] x_{t - (k-1) + j}, x before the start being 0: what `conv` (padding k - 1,
-    first T outputs kept) computes, written as k shifted products. For the few-token sequences of the
-    study this is several times faster than conv1d on CPU, backward included, and the same on GPU."""
-    T, k = x.size(1), conv.kernel_size[0]
-    xp = F.pad(x, (0, 0, k - 1, 0))  # (B, T + k - 1, E): k - 1 zero steps in front
-    w = conv.weight[:, 0, :]  # (E, k)
-    y = sum(xp[:, j : j + T] * w[:, j] for j in range(k))  # (B, T, E)
-    if conv.bias is not None:
-        y = y + conv.bias
-    return F.silu(y)
-
-
-def depthwise_conv(channels: int, config: _SSMConfig) -> nn.Conv1d:
-    k = config.d_conv
-    return nn.Conv1d(channels, channels, k, groups=channels, padding=k - 1, bias=config.conv_bias)
-
-
-@torch.no_grad()
-def init_dt_bias(bias: torch.Tensor, config: _SSMConfig) -> None:
-    """Δ bias so that softplus(bias) is log-uniform in [dt_min, dt_max] (floored at 1e-4): the bias is
-    softplus^-1(dt) = dt + log(1 - exp(-dt))."""
-    lo, hi = math.log(config.dt_min), math.log(config.dt_max)
-    dt = torch.exp(torch.rand_like(bias, dtype=torch.float32) * (hi - lo) + lo).clamp(min=DT_INIT_FLOOR)
-    bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+def depthwise_conv(channels: int, config: _SSMConfig) -> ShortConv:
+    """The causal depthwise conv1d and its SiLU, computed as k shifted products (see ShortConv)."""
+    return ShortConv(channels, config.d_conv, silu=True, bias=config.conv_bias, shifted=True)
 
 
 class Block(nn.Module):
@@ -176,7 +128,7 @@ class Block(nn.Module):
 
     def __init__(self, config: _SSMConfig, mixer: nn.Module):
         super().__init__()
-        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.norm = _norm(config)
         self.mixer = mixer
         self.mlp = None  # no separate feed-forward: share="mlp" is rejected by the Backbone
 
@@ -209,11 +161,11 @@ class MambaMixer(nn.Module):
         self.D.fill_(1.0)
         std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
-        init_dt_bias(self.dt_proj.bias, config)
+        self.dt_proj.bias.copy_(dt_bias_init(E, config.dt_min, config.dt_max, torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, T, E) each
-        x = causal_conv(self.conv1d, x)  # (B, T, E)
+        x = self.conv1d(x)  # (B, T, E): SiLU(causal conv)
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # (B, T, E); bias added inside the scan
         A = -torch.exp(at_least_fp32(self.A_log))  # (E, N)
@@ -245,7 +197,7 @@ class Mamba2Mixer(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(H))
         self.A_log = nn.Parameter(torch.empty(H))
         self.D = nn.Parameter(torch.empty(H))
-        self.norm = RMSNorm(E, config.norm_eps, group_size=E // G)  # gated, per group
+        self.norm = RMSNorm(E, config.norm_eps, group_size=E // G)  # gated (gate first), per group
         self.out_proj = nn.Linear(E, C, bias=config.bias)
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
@@ -256,12 +208,12 @@ class Mamba2Mixer(nn.Module):
         """The authors' init: A = -U(1, 16) per head, D = 1, softplus(dt_bias) log-uniform."""
         self.A_log.copy_(torch.log(torch.empty_like(self.A_log, dtype=torch.float32).uniform_(*A_INIT_RANGE)))
         self.D.fill_(1.0)
-        init_dt_bias(self.dt_bias, config)
+        self.dt_bias.copy_(dt_bias_init(self.nheads, config.dt_min, config.dt_max, torch.float32))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         E, GN = self.d_inner, self.ngroups * self.d_state
         z, xBC, dt = self.in_proj(u).split([E, E + 2 * GN, self.nheads], dim=-1)  # dt: (B, T, H)
-        xBC = causal_conv(self.conv1d, xBC)  # (B, T, E + 2GN)
+        xBC = self.conv1d(xBC)  # (B, T, E + 2GN): SiLU(causal conv)
         x, B, C = xBC.split([E, GN, GN], dim=-1)
         A = -torch.exp(at_least_fp32(self.A_log))  # (H,)
         y = ssd(
@@ -293,12 +245,10 @@ class _SSMLanguageModel(Backbone):
             dict(
                 embeddings=nn.Embedding(config.vocab_size, config.d_model),
                 layers=self.make_layers(lambda i: Block(config, make_mixer())),
-                norm_f=RMSNorm(config.d_model, config.norm_eps),
+                norm_f=_norm(config),
             )
         )
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.backbone.embeddings.weight
+        self.lm_head = self.make_head(self.backbone.embeddings)
         self._init_weights()
 
     @torch.no_grad()
@@ -314,9 +264,7 @@ class _SSMLanguageModel(Backbone):
             for name, m in block.mixer.named_modules():
                 if isinstance(m, nn.Linear) and m.bias is not None and name != "dt_proj":
                     nn.init.zeros_(m.bias)
-            out = block.mixer.out_proj.weight
-            nn.init.kaiming_uniform_(out, a=math.sqrt(5))
-            out /= math.sqrt(self.config.n_layer)
+            init_residual_([block.mixer.out_proj.weight], self.config.n_layer, per_layer=1, std=None)
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -344,34 +292,20 @@ class Mamba2(_SSMLanguageModel):
 
 
 # --- loading transformers' weights (tests) -------------------------------------------------------
-def _check_hf_settings(name: str, settings: list[tuple[str, object, object]]) -> None:
-    """Settings invisible in the parameter shapes: (key, HF value, the value we implement)."""
-    problems = [f"{key}: HF {theirs!r} != ours {ours!r}" for key, theirs, ours in settings if theirs != ours]
-    if problems:
-        raise ValueError(f"incompatible {name} config: " + "; ".join(problems))
-
-
-@torch.no_grad()
-def _copy_state_dict(name: str, model: nn.Module, hf_model: nn.Module, tied: bool, emb_key: str) -> None:
-    """Name-for-name copy, every name and shape checked."""
-    sd_hf = hf_model.state_dict()
-    sd = model.state_dict()  # holds lm_head.weight even when tied
-    missing = sorted(set(sd) - set(sd_hf))
-    unexpected = sorted(set(sd_hf) - set(sd))
-    if missing or unexpected:
-        raise ValueError(
-            f"{name} state dict mismatch: missing from HF model {missing}, "
-            f"unexpected in HF model {unexpected}"
-        )
-    if tied and not torch.equal(sd_hf["lm_head.weight"], sd_hf[emb_key]):
-        raise ValueError(f"our lm_head is tied to {emb_key} but the HF model's lm_head differs from it")
-    for key, ours in sd.items():
-        theirs = sd_hf[key]
-        if theirs.shape != ours.shape:
-            raise ValueError(
-                f"shape mismatch for {key}: HF {tuple(theirs.shape)} vs ours {tuple(ours.shape)}"
-            )
-        ours.copy_(theirs)  # state_dict tensors share storage with the parameters
+def _load_hf(
+    name: str, model: _SSMLanguageModel, hf_model, settings: list[tuple[str, object, object]]
+) -> None:
+    """Check the settings both Mamba generations share, and `settings`, then copy the weights."""
+    cfg, hf = model.config, hf_model.config
+    shared = [
+        ("hidden_act", hf.hidden_act, "silu"),
+        ("layer_norm_epsilon", hf.layer_norm_epsilon, cfg.norm_eps),
+        ("state_size", hf.state_size, cfg.d_state),
+        ("use_bias", hf.use_bias, cfg.bias),
+        ("use_conv_bias", hf.use_conv_bias, cfg.conv_bias),
+    ]
+    check_settings(name, shared + settings)
+    copy_state_dict(name, model, hf_model, "backbone.embeddings.weight" if cfg.tie_embeddings else None)
 
 
 def load_hf_mamba_state_dict(model: Mamba, hf_model) -> None:
@@ -383,17 +317,8 @@ def load_hf_mamba_state_dict(model: Mamba, hf_model) -> None:
 
     if not isinstance(hf_model, MambaForCausalLM):
         raise TypeError(f"expected a transformers.MambaForCausalLM, got {type(hf_model).__name__}")
-    cfg, hf = model.config, hf_model.config
-    settings = [
-        ("hidden_act", hf.hidden_act, "silu"),
-        ("layer_norm_epsilon", hf.layer_norm_epsilon, cfg.norm_eps),
-        ("time_step_rank", int(hf.time_step_rank), cfg.dt_rank_value),
-        ("state_size", hf.state_size, cfg.d_state),
-        ("use_bias", hf.use_bias, cfg.bias),
-        ("use_conv_bias", hf.use_conv_bias, cfg.conv_bias),
-    ]
-    _check_hf_settings("Mamba", settings)
-    _copy_state_dict("Mamba", model, hf_model, cfg.tie_embeddings, "backbone.embeddings.weight")
+    rank = int(hf_model.config.time_step_rank)
+    _load_hf("Mamba", model, hf_model, [("time_step_rank", rank, model.config.dt_rank_value)])
 
 
 def load_hf_mamba2_state_dict(model: Mamba2, hf_model) -> None:
@@ -405,15 +330,9 @@ def load_hf_mamba2_state_dict(model: Mamba2, hf_model) -> None:
         raise TypeError(f"expected a transformers.Mamba2ForCausalLM, got {type(hf_model).__name__}")
     cfg, hf = model.config, hf_model.config
     settings = [
-        ("hidden_act", hf.hidden_act, "silu"),
-        ("layer_norm_epsilon", hf.layer_norm_epsilon, cfg.norm_eps),
         ("num_heads", hf.num_heads, cfg.nheads),
         ("head_dim", hf.head_dim, cfg.headdim),
         ("n_groups", hf.n_groups, cfg.ngroups),
-        ("state_size", hf.state_size, cfg.d_state),
-        ("use_bias", hf.use_bias, cfg.bias),
-        ("use_conv_bias", hf.use_conv_bias, cfg.conv_bias),
         ("time_step_limit", tuple(hf.time_step_limit), (0.0, float("inf"))),
     ]
-    _check_hf_settings("Mamba2", settings)
-    _copy_state_dict("Mamba2", model, hf_model, cfg.tie_embeddings, "backbone.embeddings.weight")
+    _load_hf("Mamba2", model, hf_model, settings)

@@ -56,7 +56,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import backends
-from .backbone import Backbone, BackboneConfig
+from .backbone import Backbone, BackboneConfig, check_at_least
+from .modules import at_least_fp32, pre_norm_residual
 from .ops.rwkv6 import rwkv6
 from .ops.rwkv7 import RWKV7_W_LOWER_BOUND, rwkv7
 
@@ -100,9 +101,8 @@ class RWKV7Config(_RWKVConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("decay_low_rank_dim", "a_low_rank_dim", "v_low_rank_dim", "gate_low_rank_dim"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: the authors' default), got {getattr(self, name)}")
+        names = ("decay_low_rank_dim", "a_low_rank_dim", "v_low_rank_dim", "gate_low_rank_dim")
+        check_at_least(self, 0, *names, note=" (0: the authors' default)")
 
     def low_rank_dim(self, name: str) -> int:
         """The rank of LoRA `name` ("decay", "a", "v" or "gate")."""
@@ -123,9 +123,7 @@ class RWKV6Config(_RWKVConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("mix_low_rank_dim", "decay_low_rank_dim"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: the authors' default), got {getattr(self, name)}")
+        check_at_least(self, 0, "mix_low_rank_dim", "decay_low_rank_dim", note=" (0: the authors' default)")
 
     def low_rank_dim(self, name: str) -> int:
         """The rank of LoRA `name` ("mix" or "decay")."""
@@ -138,10 +136,12 @@ class RWKV6Config(_RWKVConfig):
 # --- initialization helpers ----------------------------------------------------------------------
 
 
-def _layer_ratios(layer_id: int, n_layer: int) -> tuple[float, float]:
-    """The authors' (ratio_0_to_1, ratio_1_to_almost0); ratio_0_to_1 is 0 for a single layer."""
+def _init_basis(config: _RWKVConfig, layer_id: int) -> tuple[float, float, torch.Tensor]:
+    """What the authors' init curves are functions of: (ratio_0_to_1, ratio_1_to_almost0) of the layer
+    (ratio_0_to_1 is 0 for a single layer) and the channel index n = 0..C-1, in float64."""
+    n_layer = config.n_layer
     ratio_0_to_1 = layer_id / (n_layer - 1) if n_layer > 1 else 0.0
-    return ratio_0_to_1, 1.0 - layer_id / n_layer
+    return ratio_0_to_1, 1.0 - layer_id / n_layer, torch.arange(config.d_model, dtype=torch.float64)
 
 
 def _param(values: torch.Tensor, *shape: int) -> nn.Parameter:
@@ -174,10 +174,6 @@ def _token_shift_delta(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 1, -1)) - x  # (B, T, C)
 
 
-def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
 # --- RWKV-7 ----------------------------------------------------------------------------------------
 
 
@@ -191,7 +187,48 @@ class FirstValue:
         self.v: torch.Tensor | None = None
 
 
-class RWKV7TimeMix(nn.Module):
+class _TimeMix(nn.Module):
+    """What the RWKV-7 and RWKV-6 time-mixes share: the C -> C projections receptance, key, value, output
+    (and RWKV-6's gate) and the GroupNorm ln_x, one group per head, with generate_init_weight's init."""
+
+    def add_projections(self, config: _RWKVConfig, layer_id: int, gate: bool) -> None:
+        C = config.d_model
+        self.receptance = nn.Linear(C, C, bias=False)
+        self.key = nn.Linear(C, C, bias=False)
+        self.value = nn.Linear(C, C, bias=False)
+        self.output = nn.Linear(C, C, bias=False)
+        self.gate = nn.Linear(C, C, bias=False) if gate else None
+        self.ln_x = nn.GroupNorm(config.n_head, C, eps=LN_X_EPS)
+        # orthogonal (key and gate at gain 0.1), zero output, ln_x scaled with depth
+        _orthogonal_(self.receptance.weight, 1.0)
+        _orthogonal_(self.key.weight, 0.1)
+        _orthogonal_(self.value.weight, 1.0)
+        if gate:
+            _orthogonal_(self.gate.weight, 0.1)
+        nn.init.zeros_(self.output.weight)
+        nn.init.constant_(self.ln_x.weight, ((1 + layer_id) / config.n_layer) ** 0.7)
+
+    def norm_heads(self, o: torch.Tensor) -> torch.Tensor:
+        """ln_x of the recurrence's output (B, T, H, N) -> (B, T, C): GroupNorm, one group per head."""
+        B, T, H, N = o.shape
+        return self.ln_x(o.reshape(B * T, H * N)).view(B, T, H * N)
+
+
+class _Block(nn.Module):
+    """Pre-LayerNorm block: x + att(ln1(x)), then x + mlp(ln2(x)) (`mlp`: the authors' `ffn`)."""
+
+    def __init__(self, d_model: int, att: nn.Module, mlp: nn.Module):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.att = att
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pre_norm_residual(x, self.ln1, self.att, self.ln2, self.mlp)  # (B, T, C)
+
+
+class RWKV7TimeMix(_TimeMix):
     def __init__(self, config: RWKV7Config, layer_id: int, first_value: FirstValue, value_gate: bool):
         super().__init__()
         C, N, H = config.d_model, config.head_size, config.n_head
@@ -200,8 +237,7 @@ class RWKV7TimeMix(nn.Module):
         self.first_value = first_value  # a plain object: no parameters, not in the state dict
 
         # the authors' layer- and channel-dependent init (RWKV_Tmix_x070.__init__)
-        r01, r10 = _layer_ratios(layer_id, config.n_layer)
-        n = torch.arange(C, dtype=torch.float64)
+        r01, r10, n = _init_basis(config, layer_id)
         ddd = n / C
         linear = n / (C - 1) - 0.5
         zigzag = ((n % N) - (N - 1) / 2) / ((N - 1) / 2)
@@ -241,18 +277,7 @@ class RWKV7TimeMix(nn.Module):
         self.k_a = _param(torch.full_like(n, 1.02), 1, 1, C)
         self.r_k = _param(torch.full_like(n, -0.04), H, N)
 
-        self.receptance = nn.Linear(C, C, bias=False)
-        self.key = nn.Linear(C, C, bias=False)
-        self.value = nn.Linear(C, C, bias=False)
-        self.output = nn.Linear(C, C, bias=False)
-        self.ln_x = nn.GroupNorm(H, C, eps=LN_X_EPS)
-
-        # generate_init_weight: orthogonal (key at gain 0.1), zero output, ln_x scaled with depth
-        _orthogonal_(self.receptance.weight, 1.0)
-        _orthogonal_(self.key.weight, 0.1)
-        _orthogonal_(self.value.weight, 1.0)
-        nn.init.zeros_(self.output.weight)
-        nn.init.constant_(self.ln_x.weight, ((1 + layer_id) / config.n_layer) ** 0.7)
+        self.add_projections(config, layer_id, gate=False)  # generate_init_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, self.first_value.v = self.mix(x, self.first_value.v)
@@ -270,7 +295,7 @@ class RWKV7TimeMix(nn.Module):
 
         r = self.receptance(xr)  # (B, T, C)
         z = self.w0 + torch.tanh(xw @ self.w1) @ self.w2  # (B, T, C)
-        w = RWKV7_W_LOWER_BOUND * torch.sigmoid(_at_least_fp32(z))  # log decay in [-e^-1/2, 0)
+        w = RWKV7_W_LOWER_BOUND * torch.sigmoid(at_least_fp32(z))  # log decay in [-e^-1/2, 0)
         k = self.key(xk)  # (B, T, C)
         v = self.value(xv)  # (B, T, C)
         if v_first is None:  # the first application in this forward: its values are v_first
@@ -288,50 +313,53 @@ class RWKV7TimeMix(nn.Module):
         o, _ = rwkv7(
             r, w, k, v, -kk, kk * a, scale=1.0, w_lower_bound=RWKV7_W_LOWER_BOUND, backend=self.backend
         )  # (B, T, H, N)
-        o = self.ln_x(o.reshape(B * T, C)).view(B, T, C)  # GroupNorm, one group per head
+        o = self.norm_heads(o)  # (B, T, C)
         bonus = (r * k * self.r_k).sum(dim=-1, keepdim=True) * v  # (B, T, H, N): (r . (k * r_k)) v
         o = o + bonus.reshape(B, T, C)
         return self.output(o * g), v_first  # (B, T, C), (B, T, C)
 
 
-class RWKV7ChannelMix(nn.Module):
-    def __init__(self, config: RWKV7Config, layer_id: int):
-        super().__init__()
+class _ChannelMix(nn.Module):
+    """What the RWKV-7 and RWKV-6 channel-mixes share: value(relu(key(x))^2), key C -> d_ffn and value
+    d_ffn -> C (with RWKV-6's receptance C -> C between them), with generate_init_weight's init: key
+    orthogonal, receptance and value zero."""
+
+    def add_projections(self, config: _RWKVConfig, receptance: bool) -> None:
         C = config.d_model
-        _, r10 = _layer_ratios(layer_id, config.n_layer)
-        ddd = torch.arange(C, dtype=torch.float64) / C
-        self.x_k = _param(1 - ddd ** (r10**4), 1, 1, C)
         self.key = nn.Linear(C, config.d_ffn, bias=False)
+        self.receptance = nn.Linear(C, C, bias=False) if receptance else None
         self.value = nn.Linear(config.d_ffn, C, bias=False)
-        _orthogonal_(self.key.weight, 1.0)  # generate_init_weight
+        _orthogonal_(self.key.weight, 1.0)
+        if receptance:
+            nn.init.zeros_(self.receptance.weight)
         nn.init.zeros_(self.value.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xk = torch.addcmul(x, _token_shift_delta(x), self.x_k)  # (B, T, C)
+    def ffn(self, xk: torch.Tensor) -> torch.Tensor:
         return self.value(torch.relu(self.key(xk)) ** 2)  # (B, T, C)
 
 
-class RWKV7Block(nn.Module):
-    def __init__(self, config: RWKV7Config, layer_id: int, first_value: FirstValue):
+class RWKV7ChannelMix(_ChannelMix):
+    def __init__(self, config: RWKV7Config, layer_id: int):
         super().__init__()
-        value_gate = (
-            layer_id > 0 or config.loops > 1 or (config.share == "all" and config.n_layer > 1)
-        )  # see the module docstring
-        self.ln1 = nn.LayerNorm(config.d_model)
-        self.att = RWKV7TimeMix(config, layer_id, first_value, value_gate)
-        self.ln2 = nn.LayerNorm(config.d_model)
-        self.mlp = RWKV7ChannelMix(config, layer_id)  # the authors' `ffn`
+        _, r10, n = _init_basis(config, layer_id)
+        self.x_k = _param(1 - (n / config.d_model) ** (r10**4), 1, 1, config.d_model)
+        self.add_projections(config, receptance=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.att(self.ln1(x))  # (B, T, C)
-        x = x + self.mlp(self.ln2(x))  # (B, T, C)
-        return x
+        return self.ffn(torch.addcmul(x, _token_shift_delta(x), self.x_k))  # (B, T, C)
+
+
+def _rwkv7_block(config: RWKV7Config, layer_id: int, first_value: FirstValue) -> _Block:
+    # the value-residual gate only where it can be used (see the module docstring)
+    value_gate = layer_id > 0 or config.loops > 1 or (config.share == "all" and config.n_layer > 1)
+    att = RWKV7TimeMix(config, layer_id, first_value, value_gate)
+    return _Block(config.d_model, att, RWKV7ChannelMix(config, layer_id))
 
 
 # --- RWKV-6 ----------------------------------------------------------------------------------------
 
 
-class RWKV6TimeMix(nn.Module):
+class RWKV6TimeMix(_TimeMix):
     def __init__(self, config: RWKV6Config, layer_id: int):
         super().__init__()
         C, N, H = config.d_model, config.head_size, config.n_head
@@ -339,8 +367,7 @@ class RWKV6TimeMix(nn.Module):
         self.backend = config.backend
 
         # the authors' layer- and channel-dependent init (RWKV_Tmix_x060.__init__)
-        r01, r10 = _layer_ratios(layer_id, config.n_layer)
-        n = torch.arange(C, dtype=torch.float64)
+        r01, r10, n = _init_basis(config, layer_id)
         ddd = n / C
         self.time_maa_x = _param(1 - ddd**r10, 1, 1, C)
         self.time_maa_w = _param(1 - ddd**r10, 1, 1, C)
@@ -363,20 +390,7 @@ class RWKV6TimeMix(nn.Module):
         zigzag = ((n + 1) % 3 - 1) * 0.1
         self.time_faaaa = _param(r01 * (1 - n / (C - 1)) + zigzag, H, N)  # the bonus u
 
-        self.receptance = nn.Linear(C, C, bias=False)
-        self.key = nn.Linear(C, C, bias=False)
-        self.value = nn.Linear(C, C, bias=False)
-        self.output = nn.Linear(C, C, bias=False)
-        self.gate = nn.Linear(C, C, bias=False)
-        self.ln_x = nn.GroupNorm(H, C, eps=LN_X_EPS)
-
-        # generate_init_weight: orthogonal (key and gate at gain 0.1), zero output, ln_x scaled with depth
-        _orthogonal_(self.receptance.weight, 1.0)
-        _orthogonal_(self.key.weight, 0.1)
-        _orthogonal_(self.value.weight, 1.0)
-        _orthogonal_(self.gate.weight, 0.1)
-        nn.init.zeros_(self.output.weight)
-        nn.init.constant_(self.ln_x.weight, ((1 + layer_id) / config.n_layer) ** 0.7)
+        self.add_projections(config, layer_id, gate=True)  # generate_init_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.size()
@@ -397,49 +411,28 @@ class RWKV6TimeMix(nn.Module):
         v = self.value(xv)  # (B, T, C)
         g = F.silu(self.gate(xg))  # (B, T, C)
         w = self.time_decay + torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2  # (B, T, C)
-        w = -torch.exp(_at_least_fp32(w))  # log decay: the decay is exp(-exp(w))
+        w = -torch.exp(at_least_fp32(w))  # log decay: the decay is exp(-exp(w))
 
         r, k, v, w = (t.reshape(B, T, H, N) for t in (r, k, v, w))  # (B, T, H, N) each
         o, _ = rwkv6(r, k, v, w, self.time_faaaa, scale=1.0, backend=self.backend)  # (B, T, H, N)
-        o = self.ln_x(o.reshape(B * T, C)).view(B, T, C)  # GroupNorm, one group per head
-        return self.output(o * g)  # (B, T, C)
+        return self.output(self.norm_heads(o) * g)  # (B, T, C)
 
 
-class RWKV6ChannelMix(nn.Module):
+class RWKV6ChannelMix(_ChannelMix):
     def __init__(self, config: RWKV6Config, layer_id: int):
         super().__init__()
         C = config.d_model
-        _, r10 = _layer_ratios(layer_id, config.n_layer)
-        ddd = torch.arange(C, dtype=torch.float64) / C
-        self.time_maa_k = _param(1 - ddd**r10, 1, 1, C)
-        self.time_maa_r = _param(1 - ddd**r10, 1, 1, C)
-        self.key = nn.Linear(C, config.d_ffn, bias=False)
-        self.receptance = nn.Linear(C, C, bias=False)
-        self.value = nn.Linear(config.d_ffn, C, bias=False)
-        _orthogonal_(self.key.weight, 1.0)  # generate_init_weight: receptance and value start at zero
-        nn.init.zeros_(self.receptance.weight)
-        nn.init.zeros_(self.value.weight)
+        _, r10, n = _init_basis(config, layer_id)
+        self.time_maa_k = _param(1 - (n / C) ** r10, 1, 1, C)
+        self.time_maa_r = _param(1 - (n / C) ** r10, 1, 1, C)
+        self.add_projections(config, receptance=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xx = _token_shift_delta(x)  # (B, T, C)
         xk = torch.addcmul(x, xx, self.time_maa_k)
         xr = torch.addcmul(x, xx, self.time_maa_r)
-        kv = self.value(torch.relu(self.key(xk)) ** 2)  # (B, T, C)
+        kv = self.ffn(xk)  # (B, T, C)
         return torch.sigmoid(self.receptance(xr)) * kv  # (B, T, C)
-
-
-class RWKV6Block(nn.Module):
-    def __init__(self, config: RWKV6Config, layer_id: int):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(config.d_model)
-        self.att = RWKV6TimeMix(config, layer_id)
-        self.ln2 = nn.LayerNorm(config.d_model)
-        self.mlp = RWKV6ChannelMix(config, layer_id)  # the authors' `ffn`
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.att(self.ln1(x))  # (B, T, C)
-        x = x + self.mlp(self.ln2(x))  # (B, T, C)
-        return x
 
 
 # --- the models ------------------------------------------------------------------------------------
@@ -455,13 +448,11 @@ class _RWKV(Backbone):
         self.ln0 = nn.LayerNorm(C)  # the authors' blocks.0.ln0, applied in `embed`
         self.blocks = self.make_layers(make_block)
         self.ln_out = nn.LayerNorm(C)
-        self.lm_head = nn.Linear(C, V, bias=False)
+        self.lm_head = self.make_head(self.emb)
         # generate_init_weight: head orthogonal at gain 0.5 * sqrt(V / C) (0.5 if V <= C); embedding
         # uniform in +-1e-4 (ln0 makes its scale irrelevant to the forward). Tied, the shared matrix
         # takes the head's init, whose scale does matter.
-        if config.tie_embeddings:
-            self.lm_head.weight = self.emb.weight
-        else:
+        if not config.tie_embeddings:
             nn.init.uniform_(self.emb.weight, -1e-4, 1e-4)
         _orthogonal_(self.lm_head.weight, 0.5 * math.sqrt(V / C) if V > C else 0.5)
 
@@ -483,7 +474,7 @@ class RWKV7(_RWKV):
 
     def __init__(self, config: RWKV7Config):
         first_value = FirstValue()
-        super().__init__(config, lambda i: RWKV7Block(config, i, first_value))
+        super().__init__(config, lambda i: _rwkv7_block(config, i, first_value))
         self.first_value = first_value
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
@@ -501,4 +492,6 @@ class RWKV6(_RWKV):
     config: RWKV6Config
 
     def __init__(self, config: RWKV6Config):
-        super().__init__(config, lambda i: RWKV6Block(config, i))
+        super().__init__(
+            config, lambda i: _Block(config.d_model, RWKV6TimeMix(config, i), RWKV6ChannelMix(config, i))
+        )

@@ -25,10 +25,11 @@ dispatches to).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from ..backends import use_kernels
-from .gla import compute_dtype
+from .common import needs_grad, run
 
 GATED_KERNEL_MODULE = "fla.ops.gated_delta_rule"
 KERNEL_MODULE = "fla.ops.delta_rule"
@@ -40,78 +41,42 @@ KERNEL_MODULE = "fla.ops.delta_rule"
 FUSED_RECURRENT_MAX_LEN = 64
 
 
-def naive_gated_delta_rule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    g: torch.Tensor | None = None,
-    scale: float | None = None,
-) -> torch.Tensor:
-    """The recurrence of the module docstring as a loop over time, in pure PyTorch; `g=None` is the
-    ungated delta rule (DeltaNet).
+def gated_delta_rule(q, k, v, beta, g=None, scale=None, backend="auto") -> torch.Tensor:
+    """The (gated) delta rule (module docstring), (B, T, H, V) in v's dtype, with autocast off
+    (common.run); `g=None` is the ungated delta rule (DeltaNet).
 
-    Computed in float32 (float64 for float64 inputs) with autocast off; the output has v's dtype.
+    fla's kernels (fla.ops.gated_delta_rule with a gate, fla.ops.delta_rule without; which one:
+    FUSED_RECURRENT_MAX_LEN above) get every input in v's dtype, as fla's layers feed them. q and k go in
+    as given (the caller normalizes them; the kernels' own L2 norm is off), g as a log decay (the kernels'
+    fused gate activation is off) and beta as is (its fused sigmoid is off).
     """
-    out_dtype = v.dtype
-    tensors = (q, k, v, beta) if g is None else (q, k, v, beta, g)
-    dtype = compute_dtype(*tensors)
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    if scale is None:
-        scale = K**-0.5
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        q, k, v, beta = (x.to(dtype) for x in (q, k, v, beta))
-        decay = None if g is None else torch.exp(g.to(dtype))  # (B, T, H)
-        S = q.new_zeros(B, H, K, V)
-        outs = []
-        for t in range(T):
-            if decay is not None:
-                S = decay[:, t, :, None, None] * S  # S' = exp(g_t) S_{t-1}
-            k_t = k[:, t, :, :, None]  # (B, H, K, 1)
-            pred = (k_t * S).sum(-2)  # (B, H, V): S'^T k_t
-            delta = beta[:, t, :, None] * (v[:, t] - pred)  # (B, H, V)
-            S = S + k_t * delta[:, :, None, :]  # (B, H, K, V)
-            outs.append((q[:, t, :, :, None] * S).sum(-2) * scale)  # (B, H, V): S_t^T q_t
-        o = torch.stack(outs, dim=1)  # (B, T, H, V)
-    return o.to(out_dtype)
-
-
-def gated_delta_rule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    g: torch.Tensor | None = None,
-    scale: float | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """The (gated) delta rule (module docstring) through fla's kernels or `naive_gated_delta_rule`, as
-    `backend` says: fla.ops.gated_delta_rule with a gate, fla.ops.delta_rule without.
-
-    The kernel path (kernel choice: FUSED_RECURRENT_MAX_LEN above) casts every input to v's dtype (fla's
-    layers feed its kernels one dtype) and runs with autocast off. q and k go in as given (the caller
-    normalizes them; the kernels' own L2 norm is off), g as a log decay (the kernels' fused gate
-    activation is off) and beta as is (its fused sigmoid is off).
-    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale  # fla's default too
     module = KERNEL_MODULE if g is None else GATED_KERNEL_MODULE
-    if use_kernels(backend, module, q):
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            return _delta_rule_kernel(q, k, v, beta, g, scale)
-    return naive_gated_delta_rule(q, k, v, beta, g, scale)
+    return run(backend, module, _delta_rule_kernel, _delta_rule_loop, q, k, v, beta, g, scale=scale)
 
 
-def _delta_rule_kernel(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    g: torch.Tensor | None,
-    scale: float | None,
-) -> torch.Tensor:
+# the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
+naive_gated_delta_rule = functools.partial(gated_delta_rule, backend="torch")
+
+
+def _delta_rule_loop(q, k, v, beta, g, scale: float) -> torch.Tensor:
+    B, T, H, K = q.shape
+    decay = None if g is None else torch.exp(g)  # (B, T, H)
+    S = q.new_zeros(B, H, K, v.shape[-1])  # (B, H, K, V)
+    outs = []
+    for t in range(T):
+        if decay is not None:
+            S = decay[:, t, :, None, None] * S  # S' = exp(g_t) S_{t-1}
+        k_t = k[:, t, :, :, None]  # (B, H, K, 1)
+        pred = (k_t * S).sum(-2)  # (B, H, V): S'^T k_t
+        delta = beta[:, t, :, None] * (v[:, t] - pred)  # (B, H, V)
+        S = S + k_t * delta[:, :, None, :]  # (B, H, K, V)
+        outs.append((q[:, t, :, :, None] * S).sum(-2) * scale)  # (B, H, V): S_t^T q_t
+    return torch.stack(outs, dim=1)  # (B, T, H, V)
+
+
+def _delta_rule_kernel(q, k, v, beta, g, scale: float) -> torch.Tensor:
     q, k, beta = (x.to(v.dtype) for x in (q, k, beta))
-    if scale is None:
-        scale = q.shape[-1] ** -0.5  # fla's default too
     T = q.shape[1]
     if g is None and T <= FUSED_RECURRENT_MAX_LEN:
         # fla's DeltaNet layer: the fused_recurrent kernel (it has a backward) up to 64 tokens
@@ -128,11 +93,9 @@ def _delta_rule_kernel(
 
     if g is None:  # chunk_delta_rule refuses float32: the gated kernel with no decay (g = 0) is the same rule
         g = torch.zeros_like(beta)
-    tensors = (q, k, v, beta, g)
-    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in tensors)
     kernel = (
         chunk_gated_delta_rule
-        if needs_grad or T > FUSED_RECURRENT_MAX_LEN
+        if needs_grad(q, k, v, beta, g) or T > FUSED_RECURRENT_MAX_LEN
         else fused_recurrent_gated_delta_rule
     )
     o, _ = kernel(q=q, k=k, v=v, g=g.to(v.dtype), beta=beta, scale=scale)

@@ -19,9 +19,11 @@ fla/ops/gla/{fused_recurrent,chunk}.py (the kernels `gla` dispatches to, and the
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from ..backends import use_kernels
+from .common import run
 
 KERNEL_MODULE = "fla.ops.gla"
 
@@ -30,68 +32,36 @@ KERNEL_MODULE = "fla.ops.gla"
 FUSED_RECURRENT_MAX_LEN = 64
 
 
-def compute_dtype(*xs: torch.Tensor) -> torch.dtype:
-    """float32, or float64 if any input is float64: the precision the pure-PyTorch operators run in."""
-    dtype = torch.float32
-    for x in xs:
-        dtype = torch.promote_types(dtype, x.dtype)
-    return dtype
+def gla(q, k, v, g, scale=None, backend="auto") -> torch.Tensor:
+    """GLA (module docstring), (B, T, H, V) in v's dtype, with autocast off (common.run).
 
-
-def naive_gla(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float | None = None
-) -> torch.Tensor:
-    """The recurrence of the module docstring as a loop over time, in pure PyTorch.
-
-    Computed in float32 (float64 for float64 inputs) with autocast off; the output has v's dtype.
+    fla's kernels get every input in v's dtype (the projections' dtype: bfloat16 under autocast), as fla's
+    layers feed them, and then keep those dtypes; fused_recurrent_gla runs up to FUSED_RECURRENT_MAX_LEN
+    tokens and chunk_gla beyond, as fla's GLA layer does.
     """
-    out_dtype = v.dtype
-    dtype = compute_dtype(q, k, v, g)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale  # fla's default too
+    return run(backend, KERNEL_MODULE, _gla_kernel, _gla_loop, q, k, v, g, scale=scale)
+
+
+# the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
+naive_gla = functools.partial(gla, backend="torch")
+
+
+def _gla_loop(q, k, v, g, scale: float) -> torch.Tensor:
     B, T, H, K = q.shape
-    V = v.shape[-1]
-    if scale is None:
-        scale = K**-0.5
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        q, k, v, g = (x.to(dtype) for x in (q, k, v, g))
-        decay = torch.exp(g)  # (B, T, H, K)
-        S = q.new_zeros(B, H, K, V)
-        outs = []
-        for t in range(T):
-            S = decay[:, t, :, :, None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]  # (B, H, K, V)
-            outs.append((q[:, t, :, :, None] * S).sum(-2) * scale)  # (B, H, V): S_t^T q_t
-        o = torch.stack(outs, dim=1)  # (B, T, H, V)
-    return o.to(out_dtype)
+    decay = torch.exp(g)  # (B, T, H, K)
+    S = q.new_zeros(B, H, K, v.shape[-1])  # (B, H, K, V)
+    outs = []
+    for t in range(T):
+        S = decay[:, t, :, :, None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]  # (B, H, K, V)
+        outs.append((q[:, t, :, :, None] * S).sum(-2) * scale)  # (B, H, V): S_t^T q_t
+    return torch.stack(outs, dim=1)  # (B, T, H, V)
 
 
-def gla(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: torch.Tensor,
-    scale: float | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """GLA (module docstring) through fla's kernels or `naive_gla`, as `backend` says (see backends.py).
-
-    The kernel path casts every input to v's dtype (the projections' dtype: bfloat16 under autocast), as
-    fla's layers feed its kernels one dtype, and runs with autocast off (the torch code around fla's
-    kernels then keeps those dtypes); it runs fused_recurrent_gla up to FUSED_RECURRENT_MAX_LEN tokens
-    and chunk_gla beyond, as fla's GLA layer does.
-    """
-    if use_kernels(backend, KERNEL_MODULE, q):
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            return _gla_kernel(q, k, v, g, scale)
-    return naive_gla(q, k, v, g, scale)
-
-
-def _gla_kernel(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float | None
-) -> torch.Tensor:
+def _gla_kernel(q, k, v, g, scale: float) -> torch.Tensor:
     from fla.ops.gla import chunk_gla, fused_recurrent_gla
 
     q, k, g = (x.to(v.dtype) for x in (q, k, g))
-    if scale is None:
-        scale = q.shape[-1] ** -0.5  # fla's default too; explicit so both paths agree by construction
     if q.shape[1] <= FUSED_RECURRENT_MAX_LEN:
         o, _ = fused_recurrent_gla(q=q, k=k, v=v, gk=g, scale=scale)
     else:

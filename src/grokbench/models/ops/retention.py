@@ -19,10 +19,11 @@ fused_recurrent}.py (the kernels `retention` dispatches to, which use the same p
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from ..backends import use_kernels
-from .gla import compute_dtype
+from .common import run
 
 KERNEL_MODULE = "fla.ops.retention"
 
@@ -40,55 +41,36 @@ def retention_log_decay(n_head: int, dtype: torch.dtype = torch.float32, device=
     return torch.log1p(-torch.exp2(-5.0 - h))
 
 
-def naive_retention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
-) -> torch.Tensor:
-    """The parallel form of the module docstring, in pure PyTorch.
+def retention(q, k, v, scale=None, backend="auto") -> torch.Tensor:
+    """Retention (module docstring), (B, T, H, V) in v's dtype, with autocast off (common.run).
 
-    Computed in float32 (float64 for float64 inputs) with autocast off; the output has v's dtype.
+    fla's kernels get q and k in v's dtype; fused_recurrent_retention runs up to FUSED_RECURRENT_MAX_LEN
+    tokens and chunk_retention beyond.
     """
-    out_dtype = v.dtype
-    dtype = compute_dtype(q, k, v)
-    B, T, H, K = q.shape
-    if scale is None:
-        scale = K**-0.5
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        q, k, v = (x.to(dtype) for x in (q, k, v))
-        pos = torch.arange(T, device=q.device)
-        dist = (pos[:, None] - pos[None, :]).to(dtype)  # (T, T): t - s
-        causal = pos[:, None] >= pos[None, :]  # (T, T)
-        log_decay = retention_log_decay(H, dtype, q.device)[:, None, None] * dist  # (H, T, T)
-        # exp of -inf above the diagonal: the masked entries are exact zeros, never exp of a large number
-        D = torch.where(causal, log_decay, torch.full_like(log_decay, float("-inf"))).exp()  # (H, T, T)
-        scores = torch.einsum("bthk,bshk->bhts", q, k) * (D * scale)  # (B, H, T, T)
-        o = torch.einsum("bhts,bshv->bthv", scores, v)  # (B, T, H, V)
-    return o.to(out_dtype)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale  # fla's default too
+    return run(backend, KERNEL_MODULE, _retention_kernel, _retention_parallel, q, k, v, scale=scale)
 
 
-def retention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scale: float | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """Retention (module docstring) through fla's kernels or `naive_retention`, as `backend` says.
-
-    The kernel path casts q and k to v's dtype (fla's kernels expect one dtype), with autocast off; it
-    runs fused_recurrent_retention up to FUSED_RECURRENT_MAX_LEN tokens and chunk_retention beyond.
-    """
-    if use_kernels(backend, KERNEL_MODULE, q):
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            return _retention_kernel(q, k, v, scale)
-    return naive_retention(q, k, v, scale)
+# the parallel form in pure PyTorch, whatever the device (the reference of the tests)
+naive_retention = functools.partial(retention, backend="torch")
 
 
-def _retention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
+def _retention_parallel(q, k, v, scale: float) -> torch.Tensor:
+    T, H = q.shape[1], q.shape[2]
+    pos = torch.arange(T, device=q.device)
+    dist = (pos[:, None] - pos[None, :]).to(q.dtype)  # (T, T): t - s
+    causal = pos[:, None] >= pos[None, :]  # (T, T)
+    log_decay = retention_log_decay(H, q.dtype, q.device)[:, None, None] * dist  # (H, T, T)
+    # exp of -inf above the diagonal: the masked entries are exact zeros, never exp of a large number
+    D = torch.where(causal, log_decay, torch.full_like(log_decay, float("-inf"))).exp()  # (H, T, T)
+    scores = torch.einsum("bthk,bshk->bhts", q, k) * (D * scale)  # (B, H, T, T)
+    return torch.einsum("bhts,bshv->bthv", scores, v)  # (B, T, H, V)
+
+
+def _retention_kernel(q, k, v, scale: float) -> torch.Tensor:
     from fla.ops.retention import chunk_retention, fused_recurrent_retention
 
     q, k = q.to(v.dtype), k.to(v.dtype)
-    if scale is None:
-        scale = q.shape[-1] ** -0.5  # fla's default too
     if q.shape[1] <= FUSED_RECURRENT_MAX_LEN:
         o, _ = fused_recurrent_retention(q=q, k=k, v=v, scale=scale)
     else:

@@ -19,9 +19,12 @@ Written for grokbench after reading, not copying:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..backends import use_kernels
+from .common import compute_dtype, no_autocast, start_state
 
 KERNEL_MODULE = "fla.ops.rwkv6"
 
@@ -30,29 +33,31 @@ KERNEL_MODULE = "fla.ops.rwkv6"
 KERNEL = "fused_recurrent"
 
 
-def naive_rwkv6(
-    r: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    w: torch.Tensor,
-    u: torch.Tensor,
-    scale: float = 1.0,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
+def rwkv6(
+    r, k, v, w, u, scale=1.0, initial_state=None, output_final_state=False, backend="auto"
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The recurrence of the module docstring as a loop over time, in pure PyTorch.
+    """The RWKV-6 recurrence (module docstring): (o (B, T, H, V) in r's dtype, the final state
+    (B, H, K, V) if `output_final_state`, else None).
 
-    Computed in float32 (float64 for float64 inputs) with autocast off; the output has r's dtype, the
-    final state (if asked for) the compute dtype. Returns (o (B, T, H, V), final state (B, H, K, V) or None).
+    The PyTorch path runs with autocast off, its final state in the compute dtype. fla's kernel gets k, v,
+    w, u in r's dtype (the receptance projection's: bfloat16 under autocast, where w and the float32
+    parameter u are float32).
     """
+    if use_kernels(backend, KERNEL_MODULE, r):
+        from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
+
+        kernel = fused_recurrent_rwkv6 if KERNEL == "fused_recurrent" else chunk_rwkv6
+        k, v, w, u = (x.to(r.dtype) for x in (k, v, w, u))
+        state = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
+        return kernel(r=r, k=k, v=v, w=w, u=u, **state)
     out_dtype = r.dtype
-    dtype = torch.promote_types(torch.promote_types(r.dtype, v.dtype), torch.float32)
+    dtype = compute_dtype(r, v)
     B, T, H, K = r.shape
     V = v.shape[-1]
-    with torch.autocast(device_type=r.device.type, enabled=False):
+    with no_autocast(r):
         r, k, v, w, u = (x.to(dtype) for x in (r, k, v, w, u))
         decay = torch.exp(w)  # (B, T, H, K)
-        S = r.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)  # (B, H, K, V)
+        S = start_state(initial_state, r, B, H, K, V)  # (B, H, K, V)
         outs = []
         for t in range(T):
             kv = k[:, t, :, :, None] * v[:, t, :, None, :]  # (B, H, K, V): k_t v_t^T
@@ -63,37 +68,5 @@ def naive_rwkv6(
     return o.to(out_dtype), (S if output_final_state else None)
 
 
-def rwkv6(
-    r: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    w: torch.Tensor,
-    u: torch.Tensor,
-    scale: float = 1.0,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    backend: str = "auto",
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The RWKV-6 recurrence (module docstring) through fla's kernel or `naive_rwkv6`, as `backend` says.
-
-    The kernel path casts k, v, w, u to r's dtype (the receptance projection's: bfloat16 under
-    autocast, where w and the float32 parameter u are float32), as fla's kernels expect one dtype; its
-    output has r's dtype.
-    """
-    if not use_kernels(backend, KERNEL_MODULE, r):
-        return naive_rwkv6(r, k, v, w, u, scale, initial_state, output_final_state)
-    from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
-
-    dtype = r.dtype
-    k, v, w, u = (x.to(dtype) for x in (k, v, w, u))
-    kernel = fused_recurrent_rwkv6 if KERNEL == "fused_recurrent" else chunk_rwkv6
-    return kernel(
-        r=r,
-        k=k,
-        v=v,
-        w=w,
-        u=u,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-    )
+# the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
+naive_rwkv6 = functools.partial(rwkv6, backend="torch")

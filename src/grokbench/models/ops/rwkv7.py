@@ -23,11 +23,13 @@ Written for grokbench after reading, not copying:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from ..backends import use_kernels
+from .common import compute_dtype, needs_grad, no_autocast, start_state
 
 KERNEL_MODULE = "fla.ops.rwkv7"
 
@@ -44,30 +46,46 @@ NO_GRAD_KERNEL = "fused_recurrent"
 CHUNK_SIZE: int | None = None
 
 
-def naive_rwkv7(
-    r: torch.Tensor,
-    w: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    scale: float = 1.0,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
+def rwkv7(
+    r,
+    w,
+    k,
+    v,
+    a,
+    b,
+    scale=1.0,
+    initial_state=None,
+    output_final_state=False,
+    w_lower_bound=None,
+    backend="auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The recurrence of the module docstring as a loop over time, in pure PyTorch.
+    """The RWKV-7 recurrence (module docstring): (o (B, T, H, V) in r's dtype, the final state
+    (B, H, K, V) if `output_final_state`, else None).
 
-    Computed in float32 (float64 for float64 inputs) with autocast off; the output has r's dtype, the
-    final state (if asked for) the compute dtype. Returns (o (B, T, H, V), final state (B, H, K, V) or None).
+    `w_lower_bound`, if given, promises w >= w_lower_bound (RWKV7_W_LOWER_BOUND for RWKV-7's decay); fla's
+    chunk kernel then uses its faster scheme. The PyTorch path runs with autocast off, its final state in
+    the compute dtype. fla's kernel gets every input in r's dtype (the receptance projection's: bfloat16
+    under autocast, where w, k, v can come out in float32 from float32 parameters); its final state is
+    float32.
     """
+    if use_kernels(backend, KERNEL_MODULE, r):
+        from fla.ops.rwkv7 import chunk_rwkv7, fused_recurrent_rwkv7
+
+        w, k, v, a, b = (x.to(r.dtype) for x in (w, k, v, a, b))
+        state = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
+        if NO_GRAD_KERNEL == "fused_recurrent" and not needs_grad(r, w, k, v, a, b, initial_state):
+            return fused_recurrent_rwkv7(r=r, w=w, k=k, v=v, a=a, b=b, **state)
+        return chunk_rwkv7(
+            r=r, w=w, k=k, v=v, a=a, b=b, **state, chunk_size=CHUNK_SIZE, lower_bound=w_lower_bound
+        )
     out_dtype = r.dtype
-    dtype = torch.promote_types(torch.promote_types(r.dtype, v.dtype), torch.float32)
+    dtype = compute_dtype(r, v)
     B, T, H, K = r.shape
     V = v.shape[-1]
-    with torch.autocast(device_type=r.device.type, enabled=False):
+    with no_autocast(r):
         r, w, k, v, a, b = (x.to(dtype) for x in (r, w, k, v, a, b))
         decay = torch.exp(w)  # (B, T, H, K)
-        S = r.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)  # (B, H, K, V)
+        S = start_state(initial_state, r, B, H, K, V)  # (B, H, K, V)
         outs = []
         # unbind, not x[:, t]: indexing in the loop makes autograd build a full-size zero gradient per step
         for r_t, d_t, k_t, v_t, a_t, b_t in zip(*(x.unbind(1) for x in (r, decay, k, v, a, b))):
@@ -82,57 +100,5 @@ def naive_rwkv7(
     return o.to(out_dtype), (S if output_final_state else None)
 
 
-def rwkv7(
-    r: torch.Tensor,
-    w: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    scale: float = 1.0,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    w_lower_bound: float | None = None,
-    backend: str = "auto",
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The RWKV-7 recurrence (module docstring) through fla's kernel or `naive_rwkv7`, as `backend` says.
-
-    `w_lower_bound`, if given, promises w >= w_lower_bound (RWKV7_W_LOWER_BOUND for RWKV-7's decay); the
-    chunk kernel then uses its faster scheme. The kernel path casts every input to r's dtype (the
-    receptance projection's: bfloat16 under autocast, where w, k, v can come out in float32 from
-    float32 parameters), as fla's kernels expect one dtype; its output has r's dtype, its final state is
-    float32.
-    """
-    if not use_kernels(backend, KERNEL_MODULE, r):
-        return naive_rwkv7(r, w, k, v, a, b, scale, initial_state, output_final_state)
-    from fla.ops.rwkv7 import chunk_rwkv7, fused_recurrent_rwkv7
-
-    dtype = r.dtype
-    w, k, v, a, b = (x.to(dtype) for x in (w, k, v, a, b))
-    tensors = (r, w, k, v, a, b) if initial_state is None else (r, w, k, v, a, b, initial_state)
-    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in tensors)
-    if NO_GRAD_KERNEL == "fused_recurrent" and not needs_grad:
-        return fused_recurrent_rwkv7(
-            r=r,
-            w=w,
-            k=k,
-            v=v,
-            a=a,
-            b=b,
-            scale=scale,
-            initial_state=initial_state,
-            output_final_state=output_final_state,
-        )
-    return chunk_rwkv7(
-        r=r,
-        w=w,
-        k=k,
-        v=v,
-        a=a,
-        b=b,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        chunk_size=CHUNK_SIZE,
-        lower_bound=w_lower_bound,
-    )
+# the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
+naive_rwkv7 = functools.partial(rwkv7, backend="torch")

@@ -19,37 +19,33 @@ D, delta_bias (E,).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
-from ..backends import check_backend, use_kernels
+from .common import compute_dtype, time_step, use_mamba_kernel
 
 KERNEL_MODULE = "mamba_ssm.ops.selective_scan_interface"
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def naive_selective_scan(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
+def selective_scan(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto"
 ) -> torch.Tensor:
-    """The recurrence above as a loop over time, in float32 (float64 for float64 inputs); returns
-    (B, T, E) in u's dtype. Only elementwise ops and sums: bf16 autocast leaves them in full precision."""
+    """The recurrence above, (B, T, E) in u's dtype.
+
+    The PyTorch loop has only elementwise ops and sums: bf16 autocast leaves them in full precision.
+    mamba-ssm's CUDA kernel takes (batch, channels, time) tensors of one floating type for u, delta, B, C,
+    z and float32 A, D, delta_bias (common.use_mamba_kernel: no float64).
+    """
+    if use_mamba_kernel(backend, KERNEL_MODULE, u, "selective-scan"):
+        return _selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     dtype = u.dtype
-    f = torch.promote_types(dtype, torch.float32)
+    f = compute_dtype(u)
     batch, T, E = u.shape
     N = A.shape[1]
     u, delta, A, B, C = u.to(f), delta.to(f), A.to(f), B.to(f), C.to(f)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(f)  # (B, T, E)
-    if delta_softplus:
-        delta = F.softplus(delta)  # threshold 20, as the kernel's softplus
+    delta = time_step(delta, delta_bias, delta_softplus)  # (B, T, E)
     dA = torch.exp(delta.unsqueeze(-1) * A)  # (B, T, E, N): exp(Δ A), zero-order hold
     dBu = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # (B, T, E, N): Δ B u
     h = u.new_zeros(batch, E, N)  # (B, E, N)
@@ -66,31 +62,11 @@ def naive_selective_scan(
     return y.to(dtype)
 
 
-def selective_scan(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """`naive_selective_scan`, or mamba-ssm's CUDA kernel where `backends.use_kernels` says so.
+# the loop over time, whatever the device and dtype (the reference of the tests)
+naive_selective_scan = functools.partial(selective_scan, backend="torch")
 
-    The kernel takes (batch, channels, time) tensors of one floating type for u, delta, B, C, z (float32,
-    float16 or bfloat16; no float64) and float32 A, D, delta_bias, and returns u's type. "auto" keeps
-    float64 inputs on the torch path; backend="kernels" with float64 raises.
-    """
-    check_backend(backend)
-    if backend == "auto" and u.dtype not in KERNEL_DTYPES:
-        backend = "torch"
-    if not use_kernels(backend, KERNEL_MODULE, u):
-        return naive_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    if u.dtype not in KERNEL_DTYPES:
-        raise ValueError(f"the selective-scan kernel takes {KERNEL_DTYPES}, got {u.dtype}")
+
+def _selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool) -> torch.Tensor:
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     dtype = u.dtype  # the kernel checks that delta, B, C (and z) share u's type

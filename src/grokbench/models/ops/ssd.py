@@ -18,29 +18,28 @@ x (B, T, H, P); dt (B, T, H); A (H,); B, C (B, T, G, N); D (H,) or (H, P); dt_bi
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import functools
 
-from ..backends import check_backend, use_kernels
+import torch
+
+from .common import compute_dtype, time_step, use_mamba_kernel
 
 KERNEL_MODULE = "mamba_ssm.ops.triton.ssd_combined"
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def naive_ssd(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    dt_bias: torch.Tensor | None = None,
-    dt_softplus: bool = False,
+def ssd(
+    x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False, chunk_size=256, backend="auto"
 ) -> torch.Tensor:
-    """The recurrence above as a loop over time, in float32 (float64 for float64 inputs); returns
-    (B, T, H, P) in x's dtype. Only elementwise ops and sums: bf16 autocast leaves them in full precision."""
+    """The recurrence above, (B, T, H, P) in x's dtype.
+
+    The PyTorch loop has only elementwise ops and sums: bf16 autocast leaves them in full precision.
+    mamba-ssm's chunked Triton kernel computes in float32 internally from x, B, C of one floating type
+    (common.use_mamba_kernel: no float64); `chunk_size` only sets its tiling.
+    """
+    if use_mamba_kernel(backend, KERNEL_MODULE, x, "SSD"):
+        return _ssd_kernel(x, dt, A, B, C, D, dt_bias, dt_softplus, chunk_size)
     dtype = x.dtype
-    f = torch.promote_types(dtype, torch.float32)
+    f = compute_dtype(x)
     batch, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     if H % G:
@@ -48,10 +47,7 @@ def naive_ssd(
     x, dt, A = x.to(f), dt.to(f), A.to(f)
     B = B.to(f).repeat_interleave(H // G, dim=2)  # (B, T, H, N): head h reads group h // (H / G)
     C = C.to(f).repeat_interleave(H // G, dim=2)  # (B, T, H, N)
-    if dt_bias is not None:
-        dt = dt + dt_bias.to(f)  # (B, T, H)
-    if dt_softplus:
-        dt = F.softplus(dt)
+    dt = time_step(dt, dt_bias, dt_softplus)  # (B, T, H)
     dA = torch.exp(dt * A)  # (B, T, H): one decay per head and step
     dtx = (dt.unsqueeze(-1) * x).unsqueeze(-1)  # (B, T, H, P, 1): Δ x
     h = x.new_zeros(batch, H, P, N)  # (B, H, P, N)
@@ -67,31 +63,11 @@ def naive_ssd(
     return y.to(dtype)
 
 
-def ssd(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    dt_bias: torch.Tensor | None = None,
-    dt_softplus: bool = False,
-    chunk_size: int = 256,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """`naive_ssd`, or mamba-ssm's chunked Triton kernel where `backends.use_kernels` says so.
+# the loop over time, whatever the device and dtype (the reference of the tests)
+naive_ssd = functools.partial(ssd, backend="torch")
 
-    The kernel computes in float32 internally from x, B, C of one floating type (float32, float16 or
-    bfloat16; no float64) and returns x's type; `chunk_size` only sets its tiling. "auto" keeps float64
-    inputs on the torch path; backend="kernels" with float64 raises.
-    """
-    check_backend(backend)
-    if backend == "auto" and x.dtype not in KERNEL_DTYPES:
-        backend = "torch"
-    if not use_kernels(backend, KERNEL_MODULE, x):
-        return naive_ssd(x, dt, A, B, C, D, dt_bias, dt_softplus)
-    if x.dtype not in KERNEL_DTYPES:
-        raise ValueError(f"the SSD kernel takes {KERNEL_DTYPES}, got {x.dtype}")
+
+def _ssd_kernel(x, dt, A, B, C, D, dt_bias, dt_softplus: bool, chunk_size: int) -> torch.Tensor:
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
     dtype = x.dtype  # C B^T is a tl.dot of C and B: one type for x, B, C

@@ -38,7 +38,7 @@ from grokbench.models.mamba import (
 from grokbench.models.ops.selective_scan import naive_selective_scan, selective_scan
 from grokbench.models.ops.ssd import naive_ssd, ssd
 
-from .helpers import assert_close
+from ..helpers import assert_close
 
 VOCAB, BLOCK, D, L = 97, 16, 32, 2
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}

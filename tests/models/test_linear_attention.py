@@ -1,5 +1,6 @@
-"""Tests for grokbench.models.linear_attention (GLA, RetNet, (Gated) DeltaNet, HGRN2) and its operators
-(ops/gla.py, ops/retention.py, ops/delta_rule.py).
+"""Tests for the linear-attention families, grokbench.models.{gla,retnet,deltanet,hgrn2} (GLA, RetNet,
+(Gated) DeltaNet, HGRN2) on their shared frame in models/modules.py, and their operators (ops/gla.py,
+ops/retention.py, ops/delta_rule.py).
 
 Errors are reported as a max relative error, max |ref - out| / max |ref| over the whole tensor, for
 outputs and gradients alike. The references, all from flash-linear-attention 0.6 (fla), nothing
@@ -36,21 +37,23 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from grokbench.models import linear_attention as la
+from grokbench.models.deltanet import DeltaNet, DeltaNetConfig
+from grokbench.models.gla import GLA, GLAConfig
+from grokbench.models.hgrn2 import HGRN2, HGRN2Config
+from grokbench.models.modules import Block, LinearAttentionLM, ShortConv, SwiGLU
 from grokbench.models.ops.delta_rule import gated_delta_rule, naive_gated_delta_rule
 from grokbench.models.ops.gla import gla, naive_gla
 from grokbench.models.ops.retention import naive_retention, retention
+from grokbench.models.retnet import RetNet, RetNetConfig
 
-try:
-    from .helpers import assert_close
-except ImportError:  # run as a script: the Triton-interpreter subprocess below
-    from helpers import assert_close
+from ..helpers import assert_close  # also in the Triton-interpreter subprocess: it runs this module with -m
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
@@ -256,19 +259,19 @@ def test_dispatchers_on_cpu():
 VOCAB, BLOCK = 41, 12
 # family -> (model class, config class, config keys); defaults, plus the short-convolution switch flipped
 FAMILIES = {
-    "gla": (la.GLA, la.GLAConfig, {}),
-    "gla_conv": (la.GLA, la.GLAConfig, {"use_short_conv": True}),
-    "retnet": (la.RetNet, la.RetNetConfig, {}),
-    "gated_deltanet": (la.DeltaNet, la.DeltaNetConfig, {}),
-    "gated_deltanet_noconv": (la.DeltaNet, la.DeltaNetConfig, {"use_short_conv": False}),
-    "deltanet": (la.DeltaNet, la.DeltaNetConfig, {"gated": False, "use_output_gate": False}),
-    "hgrn2": (la.HGRN2, la.HGRN2Config, {"n_layer": 3}),
-    "hgrn2_conv": (la.HGRN2, la.HGRN2Config, {"use_short_conv": True}),
+    "gla": (GLA, GLAConfig, {}),
+    "gla_conv": (GLA, GLAConfig, {"use_short_conv": True}),
+    "retnet": (RetNet, RetNetConfig, {}),
+    "gated_deltanet": (DeltaNet, DeltaNetConfig, {}),
+    "gated_deltanet_noconv": (DeltaNet, DeltaNetConfig, {"use_short_conv": False}),
+    "deltanet": (DeltaNet, DeltaNetConfig, {"gated": False, "use_output_gate": False}),
+    "hgrn2": (HGRN2, HGRN2Config, {"n_layer": 3}),
+    "hgrn2_conv": (HGRN2, HGRN2Config, {"use_short_conv": True}),
 }
 FAMILY = pytest.mark.parametrize("family", list(FAMILIES))
 
 
-def make_model(family: str, **overrides) -> la.LinearAttentionLM:
+def make_model(family: str, **overrides) -> LinearAttentionLM:
     cls, config_cls, keys = FAMILIES[family]
     base = dict(vocab_size=VOCAB, block_size=BLOCK, n_layer=2, d_model=32, n_head=2)
     return cls(config_cls(**{**base, **keys, **overrides}))
@@ -297,10 +300,10 @@ def test_model_runs_in_fp32_fp64_and_bf16_autocast(family):
 def test_model_structure():
     for family in FAMILIES:
         model = make_model(family)
-        assert isinstance(model, la.LinearAttentionLM)
+        assert isinstance(model, LinearAttentionLM)
         assert model.lm_head.weight is model.embeddings.weight  # tied by default
         for block in model.layers:
-            assert isinstance(block, la.Block) and isinstance(block.mlp, la.SwiGLU)
+            assert isinstance(block, Block) and isinstance(block.mlp, SwiGLU)
     untied = make_model("gla", tie_embeddings=False)
     assert untied.lm_head.weight is not untied.embeddings.weight
     # DeltaNet: decay parameters only with the gate; an output gate only when asked for
@@ -309,14 +312,14 @@ def test_model_structure():
     assert plain.A_log is None and plain.a_proj is None and plain.g_proj is None
     # short convolutions where asked for
     assert make_model("gla").layers[0].attn.q_conv1d is None
-    assert isinstance(make_model("gla_conv").layers[0].attn.q_conv1d, la.ShortConv)
-    assert isinstance(make_model("gated_deltanet").layers[0].attn.v_conv1d, la.ShortConv)
+    assert isinstance(make_model("gla_conv").layers[0].attn.q_conv1d, ShortConv)
+    assert isinstance(make_model("gated_deltanet").layers[0].attn.v_conv1d, ShortConv)
 
 
 def test_mlp_width():
-    assert la.GLAConfig(vocab_size=8, block_size=8, d_model=128).mlp_hidden_size == 352  # 341 -> 352
-    assert la.RetNetConfig(vocab_size=8, block_size=8, d_model=128).mlp_hidden_size == 192  # 170 -> 192
-    assert la.HGRN2Config(vocab_size=8, block_size=8, d_model=128, mlp_hidden=100).mlp_hidden_size == 100
+    assert GLAConfig(vocab_size=8, block_size=8, d_model=128).mlp_hidden_size == 352  # 341 -> 352
+    assert RetNetConfig(vocab_size=8, block_size=8, d_model=128).mlp_hidden_size == 192  # 170 -> 192
+    assert HGRN2Config(vocab_size=8, block_size=8, d_model=128, mlp_hidden=100).mlp_hidden_size == 100
     model = make_model("retnet")
     assert model.layers[0].mlp.gate_proj.weight.shape == (model.config.mlp_hidden_size, 32)
 
@@ -335,7 +338,7 @@ def test_hgrn2_lower_bounds():
 def test_init_statistics():
     torch.manual_seed(0)
     n_layer, d = 4, 256
-    model = la.GLA(la.GLAConfig(vocab_size=512, block_size=16, n_layer=n_layer, d_model=d))
+    model = GLA(GLAConfig(vocab_size=512, block_size=16, n_layer=n_layer, d_model=d))
     resid_std = 0.02 / math.sqrt(2 * n_layer)
     for name, p in model.named_parameters():
         if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -349,7 +352,7 @@ def test_init_statistics():
         else:
             expect = 0.02
         assert abs(p.std().item() / expect - 1) < 0.1, f"{name}: std {p.std().item():.5f}, expected {expect}"
-    dn = la.DeltaNet(la.DeltaNetConfig(vocab_size=8, block_size=8, n_head=64, d_model=256)).layers[0].attn
+    dn = DeltaNet(DeltaNetConfig(vocab_size=8, block_size=8, n_head=64, d_model=256)).layers[0].attn
     A = dn.A_log.exp()
     assert A.min() > 0 and A.max() <= 16
     dt = F.softplus(dn.dt_bias)
@@ -359,19 +362,19 @@ def test_init_statistics():
 @pytest.mark.parametrize(
     "config_cls,keys,match",
     [
-        (la.GLAConfig, {"n_head": 0}, "n_head"),
-        (la.GLAConfig, {"n_head": 3}, "expand_k"),
-        (la.GLAConfig, {"expand_v": 0.3}, "expand_v"),
-        (la.GLAConfig, {"gate_low_rank_dim": 0}, "gate_low_rank_dim"),
-        (la.GLAConfig, {"gate_logit_normalizer": 0.0}, "gate_logit_normalizer"),
-        (la.GLAConfig, {"backend": "cuda"}, "backend"),
-        (la.RetNetConfig, {"n_head": 32}, "even"),
-        (la.RetNetConfig, {"rope_theta": -1.0}, "rope_theta"),
-        (la.DeltaNetConfig, {"conv_size": 0}, "conv_size"),
-        (la.DeltaNetConfig, {"mlp_hidden": 0}, "mlp_hidden"),
-        (la.DeltaNetConfig, {"hidden_ratio": 0.0}, "hidden_ratio"),
-        (la.HGRN2Config, {"n_head": 3}, "n_head"),
-        (la.HGRN2Config, {"norm_eps": 0.0}, "norm_eps"),
+        (GLAConfig, {"n_head": 0}, "n_head"),
+        (GLAConfig, {"n_head": 3}, "expand_k"),
+        (GLAConfig, {"expand_v": 0.3}, "expand_v"),
+        (GLAConfig, {"gate_low_rank_dim": 0}, "gate_low_rank_dim"),
+        (GLAConfig, {"gate_logit_normalizer": 0.0}, "gate_logit_normalizer"),
+        (GLAConfig, {"backend": "cuda"}, "backend"),
+        (RetNetConfig, {"n_head": 32}, "even"),
+        (RetNetConfig, {"rope_theta": -1.0}, "rope_theta"),
+        (DeltaNetConfig, {"conv_size": 0}, "conv_size"),
+        (DeltaNetConfig, {"mlp_hidden": 0}, "mlp_hidden"),
+        (DeltaNetConfig, {"hidden_ratio": 0.0}, "hidden_ratio"),
+        (HGRN2Config, {"n_head": 3}, "n_head"),
+        (HGRN2Config, {"norm_eps": 0.0}, "norm_eps"),
     ],
 )
 def test_config_validation(config_cls, keys, match):
@@ -493,7 +496,8 @@ def fla_interpreted() -> dict:
     pytest.importorskip("fla.models")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, __file__, "--fla-interpreted"],
+        [sys.executable, "-m", __name__, "--fla-interpreted"],  # tests.models.test_linear_attention
+        cwd=Path(__file__).parents[2],  # the repository root, where `tests` is a package
         env=env,
         capture_output=True,
         text=True,

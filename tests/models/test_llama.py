@@ -17,16 +17,10 @@ import math
 import pytest
 import torch
 
-from grokbench.models.llama import (
-    Llama,
-    LlamaConfig,
-    apply_rope,
-    load_hf_llama_state_dict,
-    rope_cos_sin,
-    swiglu_hidden,
-)
+from grokbench.models.llama import Llama, LlamaConfig, load_hf_llama_state_dict
+from grokbench.models.modules import apply_rope, rope_cos_sin, swiglu_hidden
 
-from .helpers import assert_causal, assert_close
+from ..helpers import assert_causal, assert_close
 
 VOCAB, BLOCK, D, L, H = 50, 16, 64, 2, 4
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from grokbench.models import FAMILIES, build_model, check_model_spec, count_params, family_keys
 
-from .helpers import assert_causal
+from ..helpers import assert_causal
 
 VOCAB, T = 23, 7
 
@@ -121,7 +121,7 @@ def test_variant_forward_semantics(family):
         torch.testing.assert_close(kv(idx), ref)
         # RWKV-7 passes the first layer's values (v_first) across blocks: a second pass through block 0
         # mixes towards them with a gate of its own, so its loop is not two plain passes;
-        # tests/test_models_rwkv.py checks that definition against an explicit v_first forward.
+        # tests/models/test_rwkv.py checks that definition against an explicit v_first forward.
         if family != "rwkv7":
             # loops=2 runs the same stack twice: equal to applying the blocks twice by hand
             looped = model(family, loops=2)

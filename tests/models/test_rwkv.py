@@ -36,7 +36,7 @@ from grokbench.models.ops.rwkv6 import naive_rwkv6, rwkv6
 from grokbench.models.ops.rwkv7 import RWKV7_W_LOWER_BOUND, naive_rwkv7, rwkv7
 from grokbench.models.rwkv import LN_X_EPS, RWKV6, RWKV7, RWKV6Config, RWKV7Config
 
-from .helpers import assert_close
+from ..helpers import assert_close
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-11}
 MODEL_GRAD_TOL = {torch.float32: 3e-5, torch.float64: 1e-11}

@@ -15,7 +15,7 @@ import torch
 from grokbench.models import FAMILIES, build_model, count_params, family_keys
 from grokbench.models.gpt import GPT, GPTConfig, load_hf_gpt2_state_dict
 
-from .helpers import assert_causal, assert_close
+from ..helpers import assert_causal, assert_close
 
 VOCAB, BLOCK, D, L, H = 97, 16, 64, 2, 4
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
