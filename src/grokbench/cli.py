@@ -156,7 +156,11 @@ def cmd_plot(args) -> None:
     if args.figure == "sweep":
         plots.plot_sweep(summary, args.spec, args.pdf, args.png)
     else:
-        figure = {"curves": plots.plot_curves, "grokking": plots.plot_grokking}[args.figure]
+        figure = {
+            "curves": plots.plot_curves,
+            "grokking": plots.plot_grokking,
+            "survival": plots.plot_survival,
+        }[args.figure]
         figure(summary, args.pdf, args.png)
     if args.provenance:
         inputs = [args.summary, *(Path(d) / "metrics.parquet" for d in summary["run_dir"])]
@@ -176,6 +180,46 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_crate(args) -> None:
+    from .provenance.crate import export
+
+    result = export(args.results, config=args.config, overrides=args.overrides, out=args.out,
+                    root=args.root, workflow_dir=args.workflow, license=args.license)  # fmt: skip
+    for note in result.notes:
+        print(f"note: {note} (the crate describes the recorded code)")
+    print(f"{result.metadata}: {len(result.files)} files with their sha256, {result.actions} jobs")
+
+
+def cmd_plan(args) -> None:
+    from . import study
+    from .plan import plan_study
+    from .report.tables import markdown
+
+    config = study.load(args.configfile)
+    rows = plan_study(config, args.gpu, args.partition_limit)
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df["tflops_per_step"] = df.pop("flops_per_step") / 1e12
+    df["params_M"] = df.pop("params") / 1e6
+    columns = [
+        "run_id",
+        "family",
+        "params_M",
+        "tflops_per_step",
+        "steps",
+        "gpu_hours",
+        "runtime_min",
+        "slots",
+    ]
+    print(f"{args.configfile}: {len(df)} training runs on one {args.gpu} each; partition limit "
+          f"{args.partition_limit} min per job\n")  # fmt: skip
+    print(markdown(df, columns))
+    for source in df["throughput"].unique():
+        print(f"throughput: {source}")
+    print(f"\ntotal: {df['gpu_hours'].sum():.1f} GPU-hours, {int(df['slots'].sum())} job slots")
+
+
 def cmd_bench_backends(args) -> None:
     import torch
 
@@ -191,6 +235,25 @@ def cmd_bench_train(args) -> None:
 
     bench_train(args.preset, args.batch, args.steps, args.warmup, args.seeds, data=args.data,
                 peak=args.peak_tflops, compile=args.compile)  # fmt: skip
+
+
+def cmd_gpu_check(args) -> int:
+    import shlex
+
+    from .bench.gpu_check import Check, assignments
+
+    argv = ["python", "-m", "grokbench", "gpu-check", "--out", str(args.out), *(["--quick"] * args.quick)]
+    for flag, values in (("--only", args.only), ("--limit", args.limit), ("--step-args", args.step_args)):
+        argv += [flag, *values] if values else []
+    for flag, value in (("--budget", args.budget), ("--pipeline-steps", args.pipeline_steps)):
+        argv += [flag, str(value)] if value is not None else []
+    argv += ["--work", str(args.work)] if args.work else []
+    check = Check(args.out, quick=args.quick, only=args.only, limits=assignments(args.limit, float),
+                  step_args=assignments(args.step_args, shlex.split), pipeline_steps=args.pipeline_steps,
+                  budget=args.budget, work=args.work, argv=argv)  # fmt: skip
+    status = check.run()
+    print(f"{args.out}: " + ", ".join(f"{s.name} {s.status}" for s in check.steps))
+    return status
 
 
 def parser() -> argparse.ArgumentParser:
@@ -250,7 +313,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_claims)
 
     s = sub.add_parser("plot", help="render one figure from the summary")
-    s.add_argument("figure", choices=["curves", "grokking", "sweep"])
+    s.add_argument("figure", choices=["curves", "grokking", "survival", "sweep"])
     s.add_argument("--spec", type=_json, default={}, help="sweep figure: x, y, hue, filters (JSON)")
     s.add_argument("--summary", required=True, type=Path)
     s.add_argument("--pdf", required=True, type=Path)
@@ -262,6 +325,41 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("path", type=Path, help="a figure, summary, run file or dataset")
     s.add_argument("--root", type=Path, default=Path("."), help="folder the recorded paths are relative to")
     s.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser(
+        "crate",
+        help="export a finished study as a Workflow Run RO-Crate (RESULTS/ro-crate-metadata.json)",
+        description="The study's files in place, each with its sha256, one CreateAction per provenance "
+        "record linking its outputs to its inputs, the workflow and the study as validated (RESULTS/crate/). "
+        "Refuses files that do not match their records and, with --config, an unfinished study.",
+    )
+    s.add_argument("results", type=Path, help="the study's results folder (the crate root)")
+    s.add_argument("--config", type=Path, help="the study file: the crate holds it as validated, and every "
+                   "output of the study must be there (default: every record found in RESULTS)")  # fmt: skip
+    s.add_argument("--overrides", type=_json, default={}, help="Snakemake --config KEY=VALUE pairs (JSON)")
+    s.add_argument("--out", type=Path, help="crate root: RESULTS (default) or a folder above it")
+    s.add_argument("--root", type=Path, help="folder the recorded paths are relative to (default: inferred)")
+    s.add_argument("--workflow", type=Path, help="folder of the Snakefile that ran it (default: this one's)")
+    s.add_argument("--license", help="of the crate's content: a URL or a text (default: none stated)")
+    s.set_defaults(func=cmd_crate)
+
+    s = sub.add_parser(
+        "plan",
+        help="cost of a study before submitting it: FLOPs, GPU-hours and SLURM runtime per training run",
+        description="Per training run: parameters, FLOPs per step (counted), steps, estimated GPU-hours on "
+        "one GPU of the named kind and the runtime its SLURM job requests; and the total. Example: "
+        "python -m grokbench plan --configfile config/paper.yaml --gpu H100",
+    )
+    s.add_argument("--configfile", required=True, type=Path, help="the study config (YAML)")
+    s.add_argument("--gpu", default="H200", help="GPU kind, matched against known peaks (default: H200)")
+    s.add_argument(
+        "--partition-limit",
+        type=int,
+        default=2880,
+        help="the partition's time limit per job, minutes (default: 2880, i.e. 48 h); longer runs take "
+        "several slots, each resuming the last",
+    )
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("bench-backends", help="time each family's training step per backend")
     s.add_argument("--preset", default="tiny")
@@ -282,6 +380,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: by GPU name)")
     s.add_argument("--compile", action="store_true", help="torch.compile the grokbench models")
     s.set_defaults(func=cmd_bench_train)
+
+    s = sub.add_parser(
+        "gpu-check",
+        help="every GPU check in one command (CUDA tests, benchmarks, a short pipeline vs CPU), one report",
+        description="Runs, each under a time limit: pytest -m gpu, bench-backends, bench-train, a short "
+        "pipeline run of the default study and a CPU rerun of its first cell compared with it; writes one "
+        "Markdown report, updated after every step (src/grokbench/bench/gpu_check.py). Tiny steps with "
+        "--quick or without CUDA. Exit status 1 if any step did not pass.",
+    )
+    s.add_argument("--out", type=Path, default=Path("results/gpu-check.md"), help="the report (Markdown)")
+    s.add_argument("--quick", action="store_true", help="tiny steps (always so without CUDA)")
+    s.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps")
+    s.add_argument("--limit", nargs="+", default=[], metavar="STEP=SECONDS", help="a step's time limit")
+    s.add_argument("--step-args", nargs="+", default=[], metavar="STEP=ARGS",
+                   help="arguments appended to a step's command, e.g. 'bench-train=--seeds 8'")  # fmt: skip
+    s.add_argument("--budget", type=float, help="seconds for all steps (default: 480; 360 with --quick)")
+    s.add_argument("--pipeline-steps", type=int, help="training steps of the pipeline step (default: 300)")
+    s.add_argument("--work", type=Path, help="keep the work files (workflow copy, logs) here")
+    s.set_defaults(func=cmd_gpu_check)
     return p
 
 

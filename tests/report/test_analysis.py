@@ -1,10 +1,19 @@
 """Grokking detection on synthetic curves with known answers."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from grokbench.report.analysis import AnalysisConfig, analyze_run, first_stable_step
+from grokbench.report.analysis import (
+    SUMMARY_COLUMNS,
+    AnalysisConfig,
+    accuracy_at,
+    analyze_run,
+    first_stable_step,
+    summarize,
+)
 
 STEPS = np.arange(0, 1001, 100)
 
@@ -81,3 +90,78 @@ def test_unknown_split_is_named():
 def test_analysis_config_rejects_unknown_key():
     with pytest.raises(ValueError, match="analysis: unknown key 'treshold'"):
         AnalysisConfig.from_dict({"treshold": 0.9})
+
+
+# --- after memorization: is it grokking, or slow generalization? ----------------------------------
+
+
+def test_after_memorization_of_a_grokking_run():
+    """OOD 0.5 until 800, then 1.0; memorized at 300: 0.5 at memorization, +0.5 by step 800."""
+    out = analyze_run(synthetic_metrics(mem_at=300, ood_at=800), AnalysisConfig())
+    assert out["ood_at_memorization"] == 0.5 and out["ood_gain_after_memorization"] == 0.5
+    assert out["delay_ratio"] == pytest.approx(800 / 300)
+
+
+def test_after_memorization_without_ood_generalization_uses_the_final_evaluation():
+    """OOD = min(0.7, step / 1000): 0.3 at memorization (300), 0.7 at the end (1000)."""
+    out = analyze_run(synthetic_metrics(mem_at=300, ood_at=None), AnalysisConfig())
+    assert out["ood_at_memorization"] == pytest.approx(0.3)
+    assert out["ood_gain_after_memorization"] == pytest.approx(0.4)
+    assert out["delay_ratio"] is None
+
+
+def test_after_memorization_of_simultaneous_generalization():
+    out = analyze_run(synthetic_metrics(mem_at=300, ood_at=300), AnalysisConfig())
+    assert out["ood_at_memorization"] == 1.0 and out["ood_gain_after_memorization"] == 0.0
+    assert out["delay_ratio"] == 1.0
+
+
+def test_after_memorization_never_memorized_is_na():
+    out = analyze_run(synthetic_metrics(mem_at=2000, ood_at=500), AnalysisConfig())  # train stays < 0.9
+    assert out["memorization_step"] is None and out["ood_generalization_step"] == 500
+    assert out["ood_at_memorization"] is None and out["ood_gain_after_memorization"] is None
+    assert out["delay_ratio"] is None
+
+
+def test_slow_generalization_grokks_by_the_definition_but_gains_little():
+    """OOD already 0.87 when the training set is memorized (300); it creeps over 0.9 at 600."""
+    m = synthetic_metrics(mem_at=300, ood_at=None)
+    ood = m["split"] == "test_inferred_ood"
+    m.loc[ood, "accuracy"] = np.interp(
+        m.loc[ood, "step"], [0, 300, 500, 600, 1000], [0.5, 0.87, 0.89, 0.92, 0.95]
+    )
+    out = analyze_run(m, AnalysisConfig())
+    assert out["grokked"] is True and out["ood_generalization_step"] == 600
+    assert out["ood_at_memorization"] == pytest.approx(0.87)
+    assert out["ood_gain_after_memorization"] == pytest.approx(0.05)  # at the crossing, not at the end
+    assert out["delay_ratio"] == 2.0
+
+
+def test_accuracy_at_takes_the_last_evaluation_at_or_before():
+    steps, acc = np.array([0, 100, 300]), np.array([0.1, 0.2, 0.3])
+    assert [accuracy_at(steps, acc, s) for s in (0, 100, 250, 300, 5000)] == [0.1, 0.2, 0.2, 0.3, 0.3]
+    assert accuracy_at(steps[1:], acc[1:], 50) is None
+
+
+def write_run(d, seed: int, mem_at: int, ood_at: int | None) -> None:
+    d.mkdir(parents=True)
+    synthetic_metrics(mem_at, ood_at).to_parquet(d / "metrics.parquet")
+    cell = {"dataset": "a", "model": "gpt", "training": "default", "seed": seed}
+    info = {"run_id": f"a/gpt/default/seed{seed}", "cell": cell, "n_params": 10, "inputs": [str(d / "none")],
+            "config": {"model": {"family": "gpt"}, "training": {"lr": 0.001}}, "wall_seconds": 1.0,
+            "device": "cpu"}  # fmt: skip
+    (d / "run.json").write_text(json.dumps(info))
+
+
+def test_summary_columns_after_memorization(tmp_path):
+    write_run(tmp_path / "r0", 0, mem_at=300, ood_at=800)
+    write_run(tmp_path / "r1", 1, mem_at=2000, ood_at=None)  # never memorized: NA
+    df = summarize([tmp_path / "r0", tmp_path / "r1"], AnalysisConfig())
+    new = ["ood_at_memorization", "ood_gain_after_memorization", "delay_ratio"]
+    cols = list(df.columns)
+    assert cols[cols.index("final_step") + 1 : cols.index("final_step") + 4] == new
+    assert cols.index("selection_step") < cols.index("final_step") < cols.index("final_acc_test_inferred_ood")
+    assert all(str(df[c].dtype) == "Float64" for c in new)
+    assert df["ood_gain_after_memorization"].tolist()[0] == 0.5 and df[new].iloc[1].isna().all()
+    assert set(new) <= set(SUMMARY_COLUMNS)
+    assert list(SUMMARY_COLUMNS).index("final_step") + 1 == list(SUMMARY_COLUMNS).index(new[0])

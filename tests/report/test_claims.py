@@ -7,6 +7,7 @@ on paper; tests/test_pipeline.py checks them end to end against the metrics file
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pandas as pd
@@ -279,3 +280,137 @@ def test_bootstrap_is_reproducible_and_brackets_the_ratio():
     assert first == second
     ratio, low, high = first
     assert low <= ratio <= high and ratio == pytest.approx(b.mean() / a.mean())
+
+
+# --- sooner: censoring-aware (log-rank, Kaplan-Meier medians) --------------------------------------
+
+
+def two_sides(where: tuple, than: tuple) -> pd.DataFrame:
+    """gpt runs reaching the OOD threshold at `where`, llama at `than` (None: never, censored at FINAL)."""
+    return summary([run(seed=s, ood=o) for s, o in enumerate(where)]
+                   + [run(model="llama", seed=s, ood=o) for s, o in enumerate(than)])  # fmt: skip
+
+
+def test_sooner_logrank_and_median_ratio():
+    """gpt 200, 300, 400 vs llama 500, 600, 700 (all reached). Log-rank by hand: at 200, 300, 400 the
+    at-risk sets are 6, 5, 4 with 3, 2, 1 gpt runs: E = 3/6 + 2/5 + 1/4 = 23/20, O = 3,
+    V = 1/4 + 6/25 + 3/16 = 271/400, chi2 = (37/20)^2 / V = 1369/271. KM medians: 300 and 600."""
+    v = verdicts(two_sides((200, 300, 400), (500, 600, 700)), sooner_claim()).loc["s"]
+    chi2 = 1369 / 271
+    assert v["logrank_p"] == pytest.approx(math.erfc(math.sqrt(chi2 / 2)), rel=1e-9)  # 0.0246
+    assert (v["km_median"], v["km_median_than"], v["median_ratio"]) == (300, 600, 2.0)
+    assert 1 < v["median_ci_low"] <= 2.0 <= v["median_ci_high"]
+    assert v["verdict"] == "supported"
+    assert "log-rank chi2 5.05, p = 0.0246" in v["evidence"] and "median ratio 2.00" in v["evidence"]
+    reverse = verdicts(two_sides((500, 600, 700), (200, 300, 400)), sooner_claim()).loc["s"]
+    assert reverse["verdict"] == "contradicted" and reverse["median_ci_high"] < 1
+    assert reverse["logrank_p"] == pytest.approx(v["logrank_p"])
+
+
+def test_sooner_never_reached_side_is_censored_not_counted_at_its_final_step():
+    """llama never reaches the threshold: the log-rank test is the one above (the at-risk sets are the
+    same), its KM median is not reached (> final step), so the median ratio and its interval are
+    infinite, while the mean ratio treats the runs as reaching it at their final step."""
+    v = verdicts(two_sides((200, 300, 400), (None, None, None)), sooner_claim()).loc["s"]
+    assert v["logrank_p"] == pytest.approx(math.erfc(math.sqrt(1369 / 271 / 2)), rel=1e-9)
+    assert v["km_median_than"] == math.inf and v["median_ratio"] == v["median_ci_low"] == math.inf
+    assert v["ratio"] == pytest.approx(FINAL / 300)
+    assert v["verdict"] == "supported"
+    assert f"vs than > {FINAL} (not reached)" in v["evidence"] and "median ratio > 3.33" in v["evidence"]
+
+
+def test_sooner_two_runs_a_side_are_not_enough():
+    """Perfectly separated 2 vs 2: the mean and median ratios' intervals lie above 1, but the log-rank
+    p-value, erfc(sqrt(chi2 / 2)) with chi2 = 49/17 (by hand below), is 0.09 > 0.05."""
+    v = verdicts(two_sides((200, 300), (500, 600)), sooner_claim()).loc["s"]
+    # at 200, 300: 4 and 3 at risk with 2 and 1 gpt runs: E = 1/2 + 1/3 = 5/6, V = 1/4 + 2/9 = 17/36
+    chi2 = (2 - 5 / 6) ** 2 / (17 / 36)
+    assert chi2 == pytest.approx(49 / 17)
+    assert v["logrank_p"] == pytest.approx(math.erfc(math.sqrt(chi2 / 2)), rel=1e-9) and v["logrank_p"] > 0.05
+    assert v["ci_low"] > 1 and v["median_ci_low"] > 1
+    assert v["verdict"] == "inconclusive"
+
+
+def test_sooner_verdict_rule():
+    from grokbench.report.claims import sooner_verdict
+
+    def km(p, low, high):
+        return {"logrank_p": p, "median_ci_low": low, "median_ci_high": high}
+
+    assert sooner_verdict(km(0.01, 1.2, 3.0), reached=True) == "supported"
+    assert sooner_verdict(km(0.01, 0.2, 0.9), reached=True) == "contradicted"
+    assert sooner_verdict(km(0.01, 0.8, 3.0), reached=True) == "inconclusive"  # curves differ, medians not
+    assert sooner_verdict(km(0.2, 1.2, 3.0), reached=True) == "inconclusive"  # medians differ, not the test
+    assert sooner_verdict(km(0.01, 1.2, 3.0), reached=False) == "inconclusive"
+    assert sooner_verdict(km(0.05, 1.2, 3.0), reached=True) == "inconclusive"  # p < 0.05 strictly
+
+
+def test_claims_table_keeps_the_old_columns_first():
+    from grokbench.report.claims import COLUMNS
+
+    old = ["id", "claim", "check", "verdict", "evidence", "n", "k", "n_than", "mean_steps", "mean_steps_than",
+           "ratio", "ci_low", "ci_high", "settings_scope", "settings", "figure", "runs"]  # fmt: skip
+    assert [c for c in COLUMNS if c in old] == old
+    new = {"logrank_p", "km_median", "km_median_than", "median_ratio", "median_ci_low", "median_ci_high"}
+    assert set(COLUMNS) - set(old) == new
+
+
+# --- groks: a minimum gain after memorization ---------------------------------------------------------
+
+
+def gains_summary() -> pd.DataFrame:
+    """Three gpt runs memorized at 100, all grokked; OOD accuracy at memorization 0.87, 0.3, 0.2 and at
+    the OOD generalization step 0.92, 0.9, 0.95: gains 0.05, 0.6, 0.75."""
+    rows = [run(seed=s, ood=o) for s, o in enumerate((300, 400, 500))]
+    for r, at_mem, gain in zip(rows, (0.87, 0.3, 0.2), (0.05, 0.6, 0.75)):
+        r |= {"ood_at_memorization": at_mem, "ood_gain_after_memorization": gain,
+              "delay_ratio": r["ood_generalization_step"] / r["memorization_step"]}  # fmt: skip
+    return summary(rows)
+
+
+def groks_claim(**extra) -> dict:
+    return {"id": "g", "text": "GPT groks", "check": "groks", "where": {"model": "gpt"}, **extra}
+
+
+@pytest.mark.parametrize(
+    ("min_gain", "k", "verdict"),
+    [(None, 3, "supported"), (0.05, 3, "supported"), (0.5, 2, "supported"), (0.7, 1, "inconclusive"),
+     (0.8, 0, "contradicted")],
+)  # fmt: skip
+def test_groks_min_gain(min_gain, k, verdict):
+    extra = {} if min_gain is None else {"min_gain": min_gain}
+    v = verdicts(gains_summary(), groks_claim(**extra)).loc["g"]
+    assert (v["k"], v["verdict"]) == (k, verdict)
+    assert "OOD accuracy at memorization 0.87, 0.30, 0.20" in v["evidence"]
+    assert "OOD gain after memorization 0.05, 0.60, 0.75" in v["evidence"]
+    assert "delay ratio (OOD step / memorization step) 3.00, 4.00, 5.00" in v["evidence"]
+    if min_gain is not None:
+        assert f"grokked with OOD gain >= {min_gain:g}" in v["evidence"]
+
+
+def test_groks_min_gain_needs_the_gain_column():
+    with pytest.raises(ValueError, match="min_gain needs the summary column 'ood_gain_after_memorization'"):
+        verdicts(summary([run(ood=300)]), groks_claim(min_gain=0.5))
+    v = verdicts(summary([run(ood=300)]), groks_claim()).loc["g"]  # an old summary, without min_gain
+    assert v["verdict"] == "supported" and "OOD gain" not in v["evidence"]
+
+
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [
+        ({"id": "x", "text": "t", "check": "groks", "where": {}, "min_gain": 1.5},
+         r"config.claims\[0\].min_gain: 1.5 is greater than the maximum of 1"),
+        ({"id": "x", "text": "t", "check": "groks", "where": {}, "min_gain": -0.1},
+         r"config.claims\[0\].min_gain: -0.1 is less than the minimum of 0"),
+        ({"id": "x", "text": "t", "check": "fails", "where": {}, "min_gain": 0.5},
+         r"config.claims\[0\].min_gain: only check 'groks' uses it"),
+    ],
+)  # fmt: skip
+def test_bad_min_gain_named(claim, message):
+    cfg = grid_config()
+    cfg["claims"] = [claim]
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+    good = dict(claim, check="groks", min_gain=0.5)
+    cfg["claims"] = [good]
+    validate(cfg)

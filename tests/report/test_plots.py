@@ -31,3 +31,23 @@ def test_sweep_filters_and_names_unknown_columns(tmp_path):
     with pytest.raises(ValueError, match="no runs match"):
         plots.plot_sweep(sweep_summary(), {"x": "data.n_entities", "models": ["rwkv"]}, tmp_path / "b.pdf",
                          tmp_path / "b.png")  # fmt: skip
+
+
+def test_survival_figure(tmp_path):
+    """Censored runs (never reached), a group with no run reaching the threshold, two settings of one
+    model and several datasets all render."""
+    df = sweep_summary()
+    second = (df["model"] == "llama") & (df["dataset"] == "n200") & (df["seed"] == 1)
+    df.loc[second, "training"] = "default+lr0.01"
+    pdf, png = tmp_path / "k.pdf", tmp_path / "k.png"
+    plots.plot_survival(df, pdf, png)
+    assert pdf.read_bytes().startswith(b"%PDF") and png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_survival_is_a_fixed_figure_with_a_caption():
+    from pathlib import Path
+
+    from grokbench.report import FIGURES
+
+    assert "survival" in FIGURES
+    assert (Path(__file__).parents[2] / "workflow" / "report" / "survival.rst").exists()

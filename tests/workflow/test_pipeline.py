@@ -26,7 +26,7 @@ from ..conftest import TINY_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-FIGURES = {"figure_curves": 1, "figure_grokking": 1}  # jobs that render the figures
+FIGURES = {"figure_curves": 1, "figure_grokking": 1, "figure_survival": 1}  # jobs that render figures
 REPORTS = {"summary": 1, "claims": 1, **FIGURES}  # jobs downstream of the runs
 TEST_STUDY = REPO / ".test" / "config.yaml"  # the tiny study CI runs end to end
 
@@ -89,7 +89,7 @@ def test_outputs(study):
     assert len(summary) == 6
     assert {"memorization_step", "ood_generalization_step", "grokked", "n_params"} <= set(summary)
     assert pd.read_csv(results / "summary" / "summary.csv").shape == summary.shape
-    for fig in ("curves", "grokking"):
+    for fig in ("curves", "grokking", "survival"):
         assert (results / "figures" / f"{fig}.pdf").read_bytes().startswith(b"%PDF")
         assert (results / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
     claims = pd.read_csv(results / "claims" / "claims.csv")
@@ -131,6 +131,7 @@ def test_dataset_parameter_reruns_only_its_chain(study):
     [
         ("report/plots.py", FIGURES),
         ("report/claims.py", {"claims": 1}),
+        ("report/survival.py", {"claims": 1, **FIGURES}),
         ("report/analysis.py", REPORTS),
         ("grid.py", REPORTS),
         ("train/trainer.py", {"train": 6, **REPORTS}),

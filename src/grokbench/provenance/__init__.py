@@ -31,10 +31,11 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
         "report/analysis.py",
         "report/selection.py",
         "report/claims.py",
+        "report/survival.py",
         "report/tables.py",
         "grid.py",
     ),
-    "plots": ("report/plots.py",),
+    "plots": ("report/plots.py", "report/survival.py"),
 }
 
 PACKAGES = (
@@ -46,6 +47,8 @@ PACKAGES = (
     "matplotlib",
     "seaborn",
     "snakemake",
+    "lifelines",
+    "rocrate",
     # optional: the numerical references and GPU kernel backends, where installed
     "transformers",
     "flash-linear-attention",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-FIGURES = ("curves", "grokking")  # every study's figures (report.plots); its `sweeps` add sweep_<name>
+# every study's figures (report.plots); its `sweeps` add sweep_<name>
+FIGURES = ("curves", "grokking", "survival")
 
 
 def figure_names(config: dict[str, Any]) -> list[str]:

@@ -5,6 +5,16 @@ Definitions (thresholds and splits set in the config's `analysis` section):
 - ID / OOD generalization step: first evaluation from which test ID / OOD accuracy stays >= 0.9;
 - "stays": every later evaluation is >= threshold - tolerance (tolerance 0 by default);
 - grokked: the run memorized, and generalized OOD at a strictly later evaluation;
+- ood_at_memorization: test OOD accuracy at the memorization step (the last OOD evaluation at or before
+  it); NA if the run never memorized;
+- ood_gain_after_memorization: how much OOD accuracy rose after memorization: the OOD accuracy at the
+  OOD generalization step if that comes strictly after memorization (a grokked run), else at the final
+  evaluation, minus ood_at_memorization; NA if never memorized. It tells grokking (OOD low at
+  memorization, then a large rise) from slow generalization that was nearly there when the training set
+  was memorized (say 0.87 then, 0.92 at the crossing: gain 0.05), which `grokked` alone does not; a
+  `groks` claim's `min_gain` asks for a minimum gain;
+- delay_ratio: ood_generalization_step / memorization_step; NA if either is, or memorization was at
+  step 0. Above 1: generalized OOD after memorizing, below or at 1: with or before it;
 - selection step: first evaluation from which the selection split (OOD validation facts, disjoint from
   the test facts) stays >= the threshold; hyperparameters are chosen on it (grokbench.report.selection), never
   on a test split.
@@ -81,11 +91,30 @@ def curve(metrics: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:
     return m["step"].to_numpy(), m["accuracy"].to_numpy()
 
 
+def accuracy_at(steps: np.ndarray, acc: np.ndarray, step: int) -> float | None:
+    """Accuracy of the last evaluation at or before `step`; None if there is none. `steps` increasing."""
+    i = int(np.searchsorted(steps, step, side="right")) - 1
+    return float(acc[i]) if i >= 0 else None
+
+
+def after_memorization(ood: tuple[np.ndarray, np.ndarray], mem: int | None, gen_ood: int | None) -> dict:
+    """ood_at_memorization, ood_gain_after_memorization and delay_ratio (module docstring) of one run
+    from its OOD curve (steps, accuracies) and its memorization / OOD generalization steps."""
+    steps, acc = ood
+    at_mem = accuracy_at(steps, acc, mem) if mem is not None else None
+    end = gen_ood if mem is not None and gen_ood is not None and gen_ood > mem else int(steps[-1])
+    at_end = accuracy_at(steps, acc, end)
+    gain = at_end - at_mem if at_mem is not None and at_end is not None else None
+    ratio = gen_ood / mem if mem and gen_ood is not None else None
+    return {"ood_at_memorization": at_mem, "ood_gain_after_memorization": gain, "delay_ratio": ratio}
+
+
 def analyze_run(metrics: pd.DataFrame, cfg: AnalysisConfig) -> dict[str, Any]:
     tol = cfg.tolerance
     mem = first_stable_step(*curve(metrics, cfg.memorization_split), cfg.memorization_threshold, tol)
     gen_id = first_stable_step(*curve(metrics, cfg.id_split), cfg.threshold, tol)
-    gen_ood = first_stable_step(*curve(metrics, cfg.ood_split), cfg.threshold, tol)
+    ood = curve(metrics, cfg.ood_split)
+    gen_ood = first_stable_step(*ood, cfg.threshold, tol)
     has_val = cfg.selection_split in set(metrics["split"])
     sel = first_stable_step(*curve(metrics, cfg.selection_split), cfg.threshold, tol) if has_val else None
     last = metrics[metrics["step"] == metrics["step"].max()]
@@ -97,6 +126,7 @@ def analyze_run(metrics: pd.DataFrame, cfg: AnalysisConfig) -> dict[str, Any]:
         "grok_delay": gen_ood - mem if mem is not None and gen_ood is not None else None,
         "selection_step": sel,
         "final_step": int(metrics["step"].max()),
+        **after_memorization(ood, mem, gen_ood),
     }
     for split, acc in zip(last["split"], last["accuracy"]):
         out[f"final_acc_{split}"] = float(acc)
@@ -109,12 +139,15 @@ def steps_or_final(runs: pd.DataFrame, column: str) -> pd.Series:
     return runs[column].astype("Float64").fillna(runs["final_step"].astype("Float64"))
 
 
+AFTER_MEMORIZATION = ("ood_at_memorization", "ood_gain_after_memorization", "delay_ratio")  # floats, NA
 SUMMARY_FIRST = ["run_id", "dataset", "model", "family", "training", "seed", "n_params", "task"]
 # every other column of the summary but final_acc_<split>, data.<parameter> and train.<setting>
 SUMMARY_COLUMNS = (
     *SUMMARY_FIRST,
     *("training_base", "memorization_step", "id_generalization_step", "ood_generalization_step"),
-    *("grokked", "grok_delay", "selection_step", "final_step", "wall_seconds", "device", "run_dir"),
+    *("grokked", "grok_delay", "selection_step", "final_step"),
+    *AFTER_MEMORIZATION,
+    *("wall_seconds", "device", "run_dir"),
 )
 # evaluation splits a run's metrics can hold (grokbench.train.data.build_tensors): training facts by kind
 # and entity group, the test splits, the validation split (val_size) and in-context copies (format)
@@ -180,5 +213,6 @@ def summarize(run_dirs: list[str | Path], cfg: AnalysisConfig) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     step_cols = [c for c in df.columns if c.endswith("_step") or c == "grok_delay"]
     df[step_cols] = df[step_cols].astype("Int64")
+    df[list(AFTER_MEMORIZATION)] = df[list(AFTER_MEMORIZATION)].astype("Float64")
     first = [c for c in SUMMARY_FIRST if c in df.columns]
     return df[first + [c for c in df.columns if c not in first]]

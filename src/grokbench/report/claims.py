@@ -8,17 +8,35 @@ chosen on the selection split (grokbench.report.selection), so no claim is judge
 `settings: all` (default for `fails`) keeps every swept setting.
 
 Checks (k = runs that did it, n = runs):
-- `groks`: runs memorize, then reach OOD >= threshold at a later evaluation and stay there (`grokked`).
-  Supported if k >= min_seeds (default: a majority of n), contradicted if k = 0, else inconclusive.
+- `groks`: runs memorize, then reach OOD >= threshold at a later evaluation and stay there (`grokked`);
+  with `min_gain` (in [0, 1]) a run counts only if its OOD accuracy also rose by at least that much after
+  memorization (`ood_gain_after_memorization` >= min_gain, see grokbench.report.analysis; up to 1e-9 of
+  rounding), so that a run nearly generalized when it memorized does not count as grokking.
+  Supported if k >= min_seeds (default: a majority of n), contradicted if k = 0, else inconclusive. The
+  evidence lists each run's OOD accuracy at memorization, its gain after it and its delay ratio.
 - `fails`: no run reaches OOD >= threshold within its budget, at any setting. Supported if k = 0 over all
   settings; contradicted if one setting reaches it in >= min_seeds of its seeds (default: a majority);
   else inconclusive.
 - `sooner`: the `where` runs reach OOD >= threshold in fewer steps than the `than` runs. Steps to OOD
-  generalization per run; a run that never reached it counts as its final step (censored: a lower bound,
-  so the ratio only understates a real difference). ratio = mean(than) / mean(where), with a 95%
-  percentile-bootstrap interval (runs resampled with replacement within each side, `N_BOOT` draws from
-  numpy's default_rng(BOOT_SEED)). Supported if the interval lies above 1, contradicted if below 1,
-  inconclusive otherwise or if no run of either side reached the threshold.
+  generalization per run are right-censored: a run that never reached the threshold is censored at its
+  final step (grokbench.report.survival, lifelines). Columns:
+  - `logrank_p`: two-sided log-rank test p-value, where vs than;
+  - `km_median`, `km_median_than`: the Kaplan-Meier median steps of each side, inf when not reached
+    (the evidence writes "> <last step> (not reached)");
+  - `median_ratio` = km_median_than / km_median, with `median_ci_low`, `median_ci_high` its 95%
+    percentile-bootstrap interval (runs resampled within each side, `N_BOOT` draws from numpy's
+    default_rng(BOOT_SEED), the KM median of each resample; inf / 0 / NaN where a median is not reached,
+    see grokbench.report.survival);
+  - as before, for reference: ratio = mean(than) / mean(where) of the steps with never-reached runs
+    counted at their final step (a lower bound, so it understates a real difference), `ci_low`,
+    `ci_high` its 95% percentile-bootstrap interval (the same resampling), `mean_steps`, `mean_steps_than`.
+  Verdict (`sooner_verdict`): inconclusive if no run of either side reached the threshold; supported if
+  the log-rank p < 0.05 and the median ratio's interval lies above 1; contradicted if p < 0.05 and the
+  interval lies below 1; else inconclusive. Both are required: the test says the two curves differ, the
+  interval says which way and that the typical run (the median) differs, not only the tails; a resample
+  whose two medians are not reached counts against any conclusion. With few runs this is strict: two
+  runs per side can never give p < 0.05 (p >= 0.09 even when all of one side reach the threshold before
+  any of the other), three per side can (p = 0.025).
 """
 
 from __future__ import annotations
@@ -35,12 +53,19 @@ from ..params import from_dict
 from . import figure_names
 from .analysis import not_a_column, steps_or_final
 from .selection import selected
+from .survival import ALPHA, durations, km_median, logrank, median_ratio, median_text, ratio_text
 
 CHECKS = ("groks", "fails", "sooner")
 VERDICTS = ("supported", "contradicted", "inconclusive")
 N_BOOT = 2000
 BOOT_SEED = 0
 NAME_KEYS = ("dataset", "model")  # `where` keys whose values the config defines
+GAIN = "ood_gain_after_memorization"
+AFTER_MEMORIZATION_LABELS = {
+    "ood_at_memorization": "OOD accuracy at memorization",
+    GAIN: "OOD gain after memorization",
+    "delay_ratio": "delay ratio (OOD step / memorization step)",
+}
 
 
 @dataclass(frozen=True)
@@ -52,7 +77,8 @@ class Claim:
     than: dict[str, Any] | None = None
     settings: str | None = None  # selected | all; None: all for `fails`, selected otherwise
     min_seeds: int | None = None
-    figure: str | None = None  # a figure of the study: curves, grokking or sweep_<name>
+    min_gain: float | None = None  # groks only: a run counts if its ood_gain_after_memorization >= this
+    figure: str | None = None  # a figure of the study: curves, grokking, survival or sweep_<name>
 
     @property
     def scope(self) -> str:
@@ -69,6 +95,11 @@ def parse(spec: dict[str, Any], where: str) -> Claim:
         raise ValueError(f"{where}.settings={claim.settings!r}: expected 'selected' or 'all'")
     if claim.min_seeds is not None and claim.min_seeds < 1:
         raise ValueError(f"{where}.min_seeds={claim.min_seeds}: must be at least 1")
+    if claim.min_gain is not None:
+        if claim.check != "groks":
+            raise ValueError(f"{where}.min_gain: only check 'groks' uses it")
+        if not 0 <= claim.min_gain <= 1:
+            raise ValueError(f"{where}.min_gain={claim.min_gain}: expected a number in [0, 1]")
     return claim
 
 
@@ -140,6 +171,57 @@ def bootstrap_ratio(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: in
     return float(b.mean() / a.mean()), float(low), float(high)
 
 
+def grokked(rows: pd.DataFrame, min_gain: float | None, what: str) -> pd.Series:
+    """Which runs count as grokked: `grokked`, and with `min_gain` a gain after memorization >= it."""
+    ok = rows["grokked"].astype(bool)
+    if min_gain is None:
+        return ok
+    if GAIN not in rows:
+        raise ValueError(f"{what}: min_gain needs the summary column {GAIN!r}; rerun the analysis")
+    gain = rows[GAIN].astype("Float64").fillna(-math.inf).astype(float)
+    return ok & (gain >= min_gain - 1e-9)
+
+
+def _after_memorization_text(rows: pd.DataFrame) -> str:
+    """Each run's OOD accuracy at memorization, gain after it and delay ratio (summaries that have them)."""
+    parts = [
+        (label, ", ".join("n/a" if pd.isna(v) else f"{v:.2f}" for v in rows[column].astype("Float64")))
+        for column, label in AFTER_MEMORIZATION_LABELS.items()
+        if column in rows
+    ]
+    return "".join(f"; {label} {values}" for label, values in parts)
+
+
+def sooner_survival(rows: pd.DataFrame, other: pd.DataFrame) -> dict[str, float]:
+    """The censoring-aware numbers of a `sooner` claim, `rows` (where) against `other` (than)."""
+    ta, ea = durations(rows)
+    tb, eb = durations(other)
+    chi2, p = logrank(ta, ea, tb, eb)
+    ratio, low, high = median_ratio(ta, ea, tb, eb, N_BOOT, BOOT_SEED)
+    return {
+        "logrank_chi2": chi2,
+        "logrank_p": p,
+        "km_median": km_median(ta, ea),
+        "km_median_than": km_median(tb, eb),
+        "median_ratio": ratio,
+        "median_ci_low": low,
+        "median_ci_high": high,
+    }
+
+
+def sooner_verdict(km: dict[str, float], reached: bool) -> str:
+    """Supported if the log-rank p < ALPHA and the median ratio's interval lies above 1, contradicted if
+    p < ALPHA and it lies below 1, inconclusive otherwise or when no run of either side `reached` the
+    threshold."""
+    if not reached or not km["logrank_p"] < ALPHA:
+        return "inconclusive"
+    if km["median_ci_low"] > 1:
+        return "supported"
+    if km["median_ci_high"] < 1:
+        return "contradicted"
+    return "inconclusive"
+
+
 def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) -> dict[str, Any]:
     what = f"claim {claim.id!r}"
     scope = chosen if claim.scope == "selected" else None
@@ -147,11 +229,15 @@ def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) 
     out: dict[str, Any] = {"n": len(rows)}
     settings = sorted(set(rows["model"] + "/" + rows["training"]))
     if claim.check == "groks":
-        k = int(rows["grokked"].sum())
+        k = int(grokked(rows, claim.min_gain, what).sum())
         need = claim.min_seeds or len(rows) // 2 + 1
         verdict = "supported" if k >= need else "contradicted" if k == 0 else "inconclusive"
         mem, ood = _steps_text(rows["memorization_step"]), _steps_text(rows["ood_generalization_step"])
-        evidence = f"{k}/{len(rows)} runs grokked (need {need}); memorized at {mem}; OOD >= threshold {ood}"
+        gain = "" if claim.min_gain is None else f" with OOD gain >= {claim.min_gain:g}"
+        evidence = (
+            f"{k}/{len(rows)} runs grokked{gain} (need {need}); memorized at {mem}; OOD >= threshold {ood}"
+            + _after_memorization_text(rows)
+        )
         out |= {"k": k}
     elif claim.check == "fails":
         per = rows.groupby(["dataset", "model", "training"], sort=False)
@@ -170,18 +256,22 @@ def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) 
         a, ca = _steps(rows)
         b, cb = _steps(other)
         ratio, low, high = bootstrap_ratio(a, b)
-        if ca.all() and cb.all():
-            verdict = "inconclusive"
-        else:
-            verdict = "supported" if low > 1 else "contradicted" if high < 1 else "inconclusive"
+        km = sooner_survival(rows, other)
+        verdict = sooner_verdict(km, reached=not (ca.all() and cb.all()))
         evidence = (
             f"steps to OOD >= threshold: {_fmt_steps(a, ca)} (mean {a.mean():.0f}) vs than "
             f"{_fmt_steps(b, cb)} (mean {b.mean():.0f}); ratio {ratio:.2f}, "
-            f"95% CI [{low:.2f}, {high:.2f}] (* never reached: its final step)"
+            f"95% CI [{low:.2f}, {high:.2f}] (* never reached: its final step, censored); "
+            f"Kaplan-Meier median {median_text(km['km_median'], a)} vs than "
+            f"{median_text(km['km_median_than'], b)}, median ratio "
+            f"{ratio_text(km['km_median'], km['km_median_than'], a, b)}, 95% CI "
+            f"[{km['median_ci_low']:.2f}, {km['median_ci_high']:.2f}]; "
+            f"log-rank chi2 {km['logrank_chi2']:.2f}, p = {km['logrank_p']:.3g}"
         )
         settings += sorted(set(other["model"] + "/" + other["training"]))
         out |= {"n_than": len(other), "mean_steps": a.mean(), "mean_steps_than": b.mean()}
         out |= {"ratio": ratio, "ci_low": low, "ci_high": high}
+        out |= {k: v for k, v in km.items() if k != "logrank_chi2"}
         rows = pd.concat([rows, other])
     return {"verdict": verdict, "evidence": evidence, **out} | {
         "settings": "; ".join(settings),
@@ -201,5 +291,7 @@ def judge(summary: pd.DataFrame, table: pd.DataFrame, claims: list[Claim], ood_s
 
 COLUMNS = [
     *("id", "claim", "check", "verdict", "evidence", "n", "k", "n_than", "mean_steps", "mean_steps_than"),
-    *("ratio", "ci_low", "ci_high", "settings_scope", "settings", "figure", "runs"),
+    *("ratio", "ci_low", "ci_high"),
+    *("logrank_p", "km_median", "km_median_than", "median_ratio", "median_ci_low", "median_ci_high"),
+    *("settings_scope", "settings", "figure", "runs"),
 ]

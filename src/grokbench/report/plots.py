@@ -4,6 +4,9 @@
   one line per seed, with each seed's memorization (dotted) and OOD generalization (dashed) steps marked.
 - `plot_grokking`: steps to memorize vs steps to generalize (ID and OOD) for every run; runs that never
   reached a threshold are drawn as open markers at the right edge, labelled "never".
+- `plot_survival`: Kaplan-Meier estimate (lifelines, grokbench.report.survival) of the fraction of runs
+  generalized OOD by each step, one panel per dataset, one curve per model (and training setting), with
+  95% bands and a tick per censored run (never reached the threshold within its final step).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
+from . import survival  # noqa: E402
 
 COLUMN_WIDTH = 3.35  # inches: one column of a two-column paper
 SPLIT_LABELS = {
@@ -162,6 +166,74 @@ def plot_grokking(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> No
         handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.02), ncol=2, frameon=False, fontsize=7
     )
     fig.tight_layout()
+    save(fig, pdf, png)
+
+
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _survival_groups(summary: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(dataset, model, training) of every curve, in the summary's order."""
+    return list(dict.fromkeys(zip(summary["dataset"], summary["model"], summary["training"])))
+
+
+def plot_survival(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    """Kaplan-Meier fraction of runs generalized OOD (1 - S(t)) against the step (log), per dataset panel
+    and per model x training setting curve; bands: lifelines' 95% pointwise intervals; ticks: censored
+    runs, at their final step; the dotted line at 0.5: where a curve crosses it is its KM median."""
+    set_theme()
+    groups = _survival_groups(summary)
+    datasets = list(dict.fromkeys(d for d, _, _ in groups))
+    models = list(dict.fromkeys(m for _, m, _ in groups))
+    palette = dict(zip(models, sns.color_palette("colorblind", max(len(models), 1))))
+    settings = {m: list(dict.fromkeys(t for _, mm, t in groups if mm == m)) for m in models}
+    style = {(m, t): LINESTYLES[i % len(LINESTYLES)] for m in models for i, t in enumerate(settings[m])}
+    times = survival.durations(summary)[0]
+    left = max(float(times[times > 0].min()) / 1.5 if (times > 0).any() else 1.0, 1.0)
+    right = float(times.max()) * 1.3
+    ncol = min(2, len(datasets))
+    nrow = math.ceil(len(datasets) / ncol)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(COLUMN_WIDTH * ncol, 2.3 * nrow), squeeze=False, sharey=True
+    )
+    labels: dict[tuple[str, str], str] = {}
+    for ax, dataset in zip(axes.flat, datasets):
+        for d, model, training in groups:
+            if d != dataset:
+                continue
+            rows = summary[
+                (summary["dataset"] == d) & (summary["model"] == model) & (summary["training"] == training)
+            ]
+            t, observed = survival.durations(rows)
+            km = survival.kaplan_meier(t, observed)
+            x = km.timeline.clip(min=left)
+            y = km.cumulative_density_.iloc[:, 0].to_numpy()
+            band = km.confidence_interval_cumulative_density_
+            color, ls = palette[model], style[(model, training)]
+            ax.step(x, y, where="post", color=color, ls=ls, lw=1.2)
+            ax.fill_between(x, band.iloc[:, 0], band.iloc[:, 1], step="post", color=color, alpha=0.12, lw=0)
+            censored = t[~observed]
+            ax.plot(censored, km.cumulative_density_at_times(censored).to_numpy(), ls="", marker="|",
+                    markersize=7, markeredgewidth=1.2, color=color, zorder=3)  # fmt: skip
+            name = model if len(settings[model]) == 1 and training == "default" else f"{model} · {training}"
+            labels[(model, training)] = name
+        ax.axhline(0.5, color="0.6", ls=":", lw=0.7)
+        ax.set(xscale="log", xlim=(left, right), ylim=(-0.02, 1.02), xlabel="training step (log)")
+        ax.set_title(dataset, fontsize=8)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction generalized OOD")
+    for ax in list(axes.flat)[len(datasets) :]:
+        ax.set_visible(False)
+    handles = [
+        Line2D([], [], color=palette[m], ls=style[(m, t)], lw=1.2, label=labels[(m, t)]) for m, t in labels
+    ]
+    handles.append(Line2D([], [], color="0.3", ls="", marker="|", markersize=7, label="censored (never)"))
+    fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+               ncol=min(2 * ncol, len(handles)), frameon=False, fontsize=7)  # fmt: skip
     save(fig, pdf, png)
 
 
