@@ -414,3 +414,29 @@ def test_bad_min_gain_named(claim, message):
     good = dict(claim, check="groks", min_gain=0.5)
     cfg["claims"] = [good]
     validate(cfg)
+
+
+def test_diverged_runs_are_left_out_and_named():
+    """A run whose loss became non-finite is a failure to train: no check counts it, the evidence names it."""
+    rows = [run(seed=0, ood=300), run(seed=1, ood=400), run(seed=2, mem=None)]
+    rows[2] |= {"status": "diverged", "diverged_step": 120}
+    for r in rows[:2]:
+        r |= {"status": "completed", "diverged_step": None}
+    df = summary(rows)
+    claims = [
+        {"id": "g", "text": "t", "check": "groks", "where": {"model": "gpt"}},
+        {"id": "f", "text": "t", "check": "fails", "where": {"model": "gpt"}},
+    ]
+    v = verdicts(df, *claims)
+    assert v.loc["g", "verdict"] == "supported" and v.loc["g", "n"] == 2 and v.loc["g", "k"] == 2
+    assert "left out, diverged: d/gpt/default/seed2 at step 120" in v.loc["g", "evidence"]
+    assert v.loc["f", "verdict"] == "contradicted"
+    assert "d/gpt/default/seed2" not in v.loc["g", "runs"]
+
+
+def test_all_runs_diverged_is_inconclusive():
+    rows = [run(seed=s, mem=None) | {"status": "diverged", "diverged_step": 10 + s} for s in range(2)]
+    df = summary(rows)
+    v = verdicts(df, {"id": "f", "text": "t", "check": "fails", "where": {"model": "gpt"}})
+    assert v.loc["f", "verdict"] == "inconclusive"
+    assert v.loc["f", "evidence"].startswith("no run completed its training; left out, diverged: ")

@@ -15,6 +15,9 @@ Definitions (thresholds and splits set in the config's `analysis` section):
   `groks` claim's `min_gain` asks for a minimum gain;
 - delay_ratio: ood_generalization_step / memorization_step; NA if either is, or memorization was at
   step 0. Above 1: generalized OOD after memorizing, below or at 1: with or before it;
+- status: how training ended: "completed", or "diverged" when a training loss was not finite (the run
+  stopped at `diverged_step`; its metrics end with an evaluation there). Claims leave diverged runs out
+  and name them (grokbench.report.claims);
 - selection step: first evaluation from which the selection split (OOD validation facts, disjoint from
   the test facts) stays >= the threshold; hyperparameters are chosen on it (grokbench.report.selection), never
   on a test split.
@@ -147,7 +150,7 @@ SUMMARY_COLUMNS = (
     *("training_base", "memorization_step", "id_generalization_step", "ood_generalization_step"),
     *("grokked", "grok_delay", "selection_step", "final_step"),
     *AFTER_MEMORIZATION,
-    *("wall_seconds", "device", "run_dir"),
+    *("status", "diverged_step", "wall_seconds", "n_segments", "device", "run_dir"),
 )
 # evaluation splits a run's metrics can hold (grokbench.train.data.build_tensors): training facts by kind
 # and entity group, the test splits, the validation split (val_size) and in-context copies (format)
@@ -202,7 +205,11 @@ def summarize(run_dirs: list[str | Path], cfg: AnalysisConfig) -> pd.DataFrame:
             "n_params": info["n_params"],
             "task": meta.get("task"),
             **analyze_run(metrics, cfg),
-            "wall_seconds": info["wall_seconds"],
+            # how training ended: completed, or diverged (a non-finite loss stopped it at diverged_step)
+            "status": info.get("status", "completed"),
+            "diverged_step": info.get("diverged_step"),
+            "wall_seconds": info["wall_seconds"],  # every segment of a resumed run
+            "n_segments": info.get("n_segments", 1),
             "device": info["device"],
             "run_dir": str(d),
             # every dataset parameter and training setting, for sweeps over them

@@ -7,6 +7,10 @@ chosen on the selection split (grokbench.report.selection), so no claim is judge
 `settings: selected` (default for `groks` and `sooner`) keeps each group's selected setting only;
 `settings: all` (default for `fails`) keeps every swept setting.
 
+Runs that diverged (status "diverged": a non-finite training loss stopped them) are a failure to train,
+not an outcome: every check leaves them out and its evidence names them with their step; a claim none of
+whose runs completed is inconclusive.
+
 Checks (k = runs that did it, n = runs):
 - `groks`: runs memorize, then reach OOD >= threshold at a later evaluation and stay there (`grokked`);
   with `min_gain` (in [0, 1]) a run counts only if its OOD accuracy also rose by at least that much after
@@ -222,10 +226,25 @@ def sooner_verdict(km: dict[str, float], reached: bool) -> str:
     return "inconclusive"
 
 
+def split_diverged(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs whose training completed, and a note naming those that diverged (a non-finite loss
+    stopped them: a failure to train, which says nothing about grokking, so no check counts them)."""
+    if "status" not in rows:
+        return rows, ""
+    bad = rows["status"] == "diverged"
+    named = ", ".join(f"{r} at step {s}" for r, s in zip(rows["run_id"][bad], rows["diverged_step"][bad]))
+    return rows[~bad], f"; left out, diverged: {named}" if named else ""
+
+
 def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) -> dict[str, Any]:
     what = f"claim {claim.id!r}"
     scope = chosen if claim.scope == "selected" else None
-    rows = runs_of(summary, claim.where, scope, what)
+    rows, note = split_diverged(runs_of(summary, claim.where, scope, what))
+    if claim.than is not None:
+        other, note_than = split_diverged(runs_of(summary, claim.than, scope, f"{what} (than)"))
+        note += note_than.replace("; left out", "; left out (than)")
+    if rows.empty or (claim.than is not None and other.empty):
+        return {"verdict": "inconclusive", "evidence": f"no run completed its training{note}", "n": len(rows)}
     out: dict[str, Any] = {"n": len(rows)}
     settings = sorted(set(rows["model"] + "/" + rows["training"]))
     if claim.check == "groks":
@@ -252,7 +271,6 @@ def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) 
         evidence += f"; best final OOD accuracy {best:.3f}"
         out |= {"k": k}
     else:
-        other = runs_of(summary, claim.than, scope, f"{what} (than)")
         a, ca = _steps(rows)
         b, cb = _steps(other)
         ratio, low, high = bootstrap_ratio(a, b)
@@ -273,7 +291,7 @@ def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) 
         out |= {"ratio": ratio, "ci_low": low, "ci_high": high}
         out |= {k: v for k, v in km.items() if k != "logrank_chi2"}
         rows = pd.concat([rows, other])
-    return {"verdict": verdict, "evidence": evidence, **out} | {
+    return {"verdict": verdict, "evidence": evidence + note, **out} | {
         "settings": "; ".join(settings),
         "runs": "; ".join(rows["run_id"]),
     }
