@@ -25,10 +25,11 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the grokbench package
 # record names its stage, and `audit` compares the record's fingerprint with the code's now.
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "data": ("tasks", "io.py", "params.py"),
-    "train": ("models", "train", "io.py", "params.py"),
-    "analysis": ("report/analysis.py", "grid.py"),
+    "train": ("models", "train", "io.py", "params.py", "curves.py"),
+    "analysis": ("report/analysis.py", "curves.py", "grid.py"),
     "claims": (
         "report/analysis.py",
+        "curves.py",
         "report/selection.py",
         "report/claims.py",
         "report/survival.py",

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ..curves import first_stable_step
 from ..grid import training_base
 from ..params import from_dict
 
@@ -69,21 +70,6 @@ class AnalysisConfig:
 
 
 SELECTION_RULES = ("earliest", "final_accuracy")  # implemented in grokbench.report.selection
-
-
-def first_stable_step(
-    steps: np.ndarray, acc: np.ndarray, threshold: float, tolerance: float = 0.0
-) -> int | None:
-    """First step whose accuracy is >= threshold and after which it never drops below
-    threshold - tolerance; None if there is none. `steps` must be increasing."""
-    steps, acc = np.asarray(steps), np.asarray(acc, dtype=float)
-    if len(acc) == 0:
-        return None
-    # suffix minimum: the lowest accuracy from each evaluation on
-    suffix_min = np.minimum.accumulate(acc[::-1])[::-1]
-    ok = (acc >= threshold) & (suffix_min >= threshold - tolerance)
-    hits = np.flatnonzero(ok)
-    return int(steps[hits[0]]) if len(hits) else None
 
 
 def curve(metrics: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -86,22 +86,9 @@ class AcceleratorConfig:
     loss: str = "softmax"
     wd_schedule: WDSchedule | None = None
 
-    def __post_init__(self):
-        # `params.from_dict` builds nested dataclasses only for plain dataclass fields, not for `X | None`;
-        # a mapping that reached here that way is converted now (`from_dict` below names the full path).
-        for key, cls in (("grokfast", GrokfastConfig), ("wd_schedule", WDSchedule)):
-            value = getattr(self, key)
-            if isinstance(value, dict):
-                object.__setattr__(self, key, _nested(cls, value, f"accelerators.{key}"))
-
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "accelerators") -> AcceleratorConfig:
-        if isinstance(d, dict):
-            d = dict(d)
-            for key, sub in (("grokfast", GrokfastConfig), ("wd_schedule", WDSchedule)):
-                if isinstance(d.get(key), dict):
-                    d[key] = _nested(sub, d[key], f"{where}.{key}")
-        cfg = from_dict(cls, d, where)
+        cfg = from_dict(cls, d, where)  # nested mappings become GrokfastConfig / WDSchedule there
         cfg.check(where)
         return cfg
 
@@ -143,12 +130,6 @@ class AcceleratorConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _nested(cls: type, value: dict[str, Any], where: str):
-    if cls is WDSchedule and "kind" not in value:
-        raise ValueError(f"{where}.kind: required, one of " + ", ".join(WD_KINDS))
-    return from_dict(cls, value, where)
 
 
 # --- Grokfast gradient filters --------------------------------------------------------------------------
