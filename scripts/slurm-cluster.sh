@@ -18,7 +18,7 @@
 #     the host name does not resolve (slurmctld needs it).
 # Design:
 #   - No accounting database (AccountingStorageType=accounting_storage/none): `sacct` does not work,
-#     and Snakemake's status checks use `squeue`, which keeps finished jobs for MinJobAge=600 s (so do
+#     and Snakemake's status checks use `squeue`, which keeps finished jobs for MinJobAge=1800 s (so do
 #     `scontrol show job`'s records). Finished jobs are also appended to $STATE/log/jobcomp.log.
 #   - Two fake GPUs of type `fake` (gres.conf with placeholder device files; no cgroups bind them):
 #     `sbatch --gpus=1` and `--gpus=fake:1` are scheduled as on a GPU node (a larger request is refused),
@@ -166,9 +166,15 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 ReturnToService=2
 SchedulerType=sched/backfill
-# Finished jobs stay visible to squeue this long: Snakemake's status checks read them there.
-MinJobAge=600
+# Finished jobs stay visible to squeue this long: Snakemake's status checks read them there, and so do
+# tests/test_slurm.py's checks after its runs (several minutes: one of them trains through time limits).
+MinJobAge=1800
+# Time limits: at its limit (checked every 30 s) a job gets SIGTERM, then SIGKILL KillWait s later, with no
+# grace beyond the limit (OverTimeLimit=0). The training jobs do not depend on KillWait: they ask for
+# SIGTERM before the limit (sbatch --signal, profiles/default/config.yaml) and save then. 5 s (the
+# default is 30) keeps a test job that ignores SIGTERM from holding the node long.
 KillWait=5
+OverTimeLimit=0
 MailProg=/bin/true
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none

@@ -162,3 +162,45 @@ def test_packed_compiled_trains_like_eager(tiny_dataset_path):
                             progress=False)  # fmt: skip
     for a, b in zip(eager, compiled):
         np.testing.assert_allclose(b.metrics["loss"], a.metrics["loss"], rtol=1e-3)
+
+
+def _poisoned(model_fn, which: set[int]):
+    """`model_fn` whose `which`-th calls (0-based: the seeds in order) build a model with a NaN weight."""
+    calls = []
+
+    def build():
+        model = model_fn()
+        if len(calls) in which:
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float("nan")
+        calls.append(1)
+        return model
+
+    return build
+
+
+def test_a_diverged_seed_does_not_touch_the_others(tiny_dataset_path, capsys):
+    """Seed 0 (the second) has a NaN weight: its training loss is NaN from step 0. It is reported diverged
+    at 0 with only its step-0 evaluation; the other seeds' metrics and weights are bit for bit those of
+    the same packed training without the NaN."""
+    model_fn, t, cfg = _setup(tiny_dataset_path, TINY_MODEL, steps=20)
+    clean = train_packed(model_fn, t, cfg, SEEDS, progress=False)
+    poisoned = train_packed(_poisoned(model_fn, {1}), t, cfg, SEEDS, progress=False, desc="a/gpt")
+    assert "a/gpt seed 0: diverged: the training loss at step 0 is nan" in capsys.readouterr().err
+    bad = poisoned[1]
+    assert bad.diverged_step == 0 and np.isnan(bad.diverged_loss)
+    assert set(bad.metrics["step"]) == {0}
+    for m in (0, 2):
+        assert poisoned[m].diverged_step is None and poisoned[m].diverged_loss is None
+        cols = ["step", "split", "loss", "accuracy"]
+        assert poisoned[m].metrics[cols].equals(clean[m].metrics[cols])
+        for name, w in clean[m].model.state_dict().items():
+            assert torch.equal(poisoned[m].model.state_dict()[name], w), name
+
+
+def test_packed_stops_when_every_seed_diverged(tiny_dataset_path):
+    model_fn, t, cfg = _setup(tiny_dataset_path, TINY_MODEL, steps=40)
+    seen: list[int] = []
+    results = train_packed(_poisoned(model_fn, {0, 1}), t, cfg, [0, 1], progress=False, on_step=seen.append)
+    assert [r.diverged_step for r in results] == [0, 0]
+    assert seen == list(range(10))  # stopped at the first evaluation after (step 10), not at 40

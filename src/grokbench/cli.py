@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 
@@ -81,7 +82,9 @@ def cmd_train(args) -> None:
     except Interrupted as e:
         print(f"grokbench train: {e}; rerun the same command to resume", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    print(f"{info['run_id']}: {info['n_params']} parameters, {info['wall_seconds']:.1f} s")
+    segments = f" in {info['n_segments']} segments" if info["n_segments"] > 1 else ""
+    status = f", diverged at step {info['diverged_step']}" if info["status"] == "diverged" else ""
+    print(f"{info['run_id']}: {info['n_params']} parameters, {info['wall_seconds']:.1f} s{segments}{status}")
 
 
 def cmd_analyze(args) -> None:
@@ -256,27 +259,78 @@ def cmd_gpu_check(args) -> int:
     return status
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; each option's default after its help, where it has one worth saying."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        quiet = default in (None, False, [], {}) or default is argparse.SUPPRESS
+        if action.option_strings and not quiet and "default" not in text:
+            text += f" (default: {default})"
+        return text
+
+
+def command(sub, name: str, func, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand with a one-line help, a description and an example."""
+    text = f"{help[0].upper()}{help[1:]}.\n\n{textwrap.fill(description, 100)}"
+    s = sub.add_parser(
+        name, help=help, description=text, epilog=f"example:\n  {example}", formatter_class=_Help
+    )
+    s.set_defaults(func=func)
+    return s
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grokbench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("validate", help="validate a study config")
-    s.add_argument("config", type=Path)
-    s.set_defaults(func=cmd_validate)
+    s = command(
+        sub, "validate", cmd_validate, "check a study config before running it",
+        "Reads the file exactly as snakemake --configfile does (grokbench.study.load) and prints the number "
+        "of runs, or the first problem with the file, line or key it is at; exit status 2 on a problem.",
+        "python -m grokbench validate config/paper.yaml",
+    )  # fmt: skip
+    s.add_argument("config", type=Path, help="the study file (YAML)")
 
-    s = sub.add_parser("data", help="generate one dataset (Parquet)")
-    s.add_argument("--task", required=True)
-    s.add_argument("--params", type=_json, default={})
-    s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--provenance", type=Path)
-    s.set_defaults(func=cmd_data)
+    s = command(
+        sub, "data", cmd_data, "generate one dataset (Parquet)",
+        "Generates the facts of one task and writes them, with the vocabulary, parameters and a content "
+        "hash in the Parquet metadata. Tasks and their parameters: grokbench/tasks/<task>.py.",
+        "python -m grokbench data --task comparison --params '{\"n_entities\": 200, \"phi\": 45.0}' "
+        "--out data.parquet",
+    )  # fmt: skip
+    s.add_argument("--task", required=True, help="comparison, composition, ordering or inverse")
+    s.add_argument(
+        "--params",
+        type=_json,
+        default={},
+        help="task parameters (JSON object); unset ones take the task's defaults",
+    )
+    s.add_argument("--out", required=True, type=Path, help="the dataset file to write (.parquet)")
+    s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")
 
-    s = sub.add_parser("train", help="train one run")
-    s.add_argument("--data", required=True, type=Path)
-    s.add_argument("--model", required=True, type=_json, help="model spec (JSON)")
-    s.add_argument("--training", type=_json, default={}, help="training settings (JSON)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out-dir", required=True, type=Path)
+    s = command(
+        sub, "train", cmd_train, "train one run",
+        "Trains one model on one dataset with one training setting and seed; writes metrics.parquet, "
+        "model.pt and run.json (status completed / diverged, every segment's cost) into --out-dir. Saves a "
+        "resumable state periodically and on SIGTERM / SIGUSR1, then exits 75: the same command resumes it "
+        "and ends with the metrics of an uninterrupted run. Training options: grokbench/train/config.py.",
+        "python -m grokbench train --data data.parquet --model '{\"family\": \"gpt\", \"preset\": \"tiny\"}' "
+        "--training '{\"steps\": 3000}' --out-dir run/",
+    )  # fmt: skip
+    s.add_argument("--data", required=True, type=Path, help="the dataset (.parquet) from `data`")
+    s.add_argument(
+        "--model", required=True, type=_json, help="model spec (JSON): family and its keys or a preset"
+    )
+    s.add_argument(
+        "--training",
+        type=_json,
+        default={},
+        help="training settings (JSON); unset ones take TrainConfig's defaults",
+    )
+    s.add_argument("--seed", type=int, default=0, help="run seed: initialization and batch order")
+    s.add_argument("--out-dir", required=True, type=Path, help="the run's folder")
     s.add_argument("--dataset", default="data", help="dataset name, for the record")
     s.add_argument("--model-name", default="model", help="model name, for the record")
     s.add_argument("--training-name", default="default", help="training name, for the record")
@@ -293,38 +347,68 @@ def parser() -> argparse.ArgumentParser:
         default=10.0,
         help="save a resumable state after this much wall time (0: not by time); always on SIGTERM/SIGUSR1",
     )
-    s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(func=cmd_train)
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("analyze", help="summary table over runs")
-    s.add_argument("--runs", nargs="+", required=True, type=Path, help="run folders")
-    s.add_argument("--analysis", type=_json, default={})
-    s.add_argument("--out-parquet", required=True, type=Path)
-    s.add_argument("--out-csv", required=True, type=Path)
-    s.add_argument("--provenance", type=Path, help="where to write the provenance record")
-    s.set_defaults(func=cmd_analyze)
+    s = command(
+        sub, "analyze", cmd_analyze, "the summary table over runs",
+        "One row per run: memorization and ID / OOD generalization steps, grokked, the after-memorization "
+        "columns, status, final accuracies, every dataset parameter (data.*) and training setting (train.*); "
+        "definitions in grokbench/report/analysis.py.",
+        "python -m grokbench analyze --runs results/runs/*/*/*/seed* --out-parquet s.parquet --out-csv s.csv",
+    )  # fmt: skip
+    s.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        type=Path,
+        help="run folders (each with run.json and metrics.parquet)",
+    )
+    s.add_argument(
+        "--analysis",
+        type=_json,
+        default={},
+        help="the config's analysis section (JSON): thresholds, splits, tolerance",
+    )
+    s.add_argument("--out-parquet", required=True, type=Path, help="the summary as Parquet")
+    s.add_argument("--out-csv", required=True, type=Path, help="the same as CSV")
+    s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")
 
-    s = sub.add_parser("claims", help="choose hyperparameters per group and judge the study's claims")
-    s.add_argument("--summary", required=True, type=Path)
-    s.add_argument("--analysis", type=_json, default={})
+    s = command(
+        sub, "claims", cmd_claims, "choose hyperparameters per group and judge the study's claims",
+        "Selects each group's setting on the validation split (grokbench/report/selection.py), then judges "
+        "every claim on the test split (grokbench/report/claims.py); writes selection.{csv,md} and "
+        "claims.{csv,md}.",
+        "python -m grokbench claims --summary results/summary/summary.parquet --claims '[...]' --out-dir c/",
+    )  # fmt: skip
+    s.add_argument("--summary", required=True, type=Path, help="the summary (Parquet) from `analyze`")
+    s.add_argument("--analysis", type=_json, default={}, help="the config's analysis section (JSON)")
     s.add_argument("--claims", type=_json_list, default=[], help="the config's claims (JSON list)")
     s.add_argument("--out-dir", required=True, type=Path, help="receives selection.{csv,md}, claims.{csv,md}")
-    s.add_argument("--provenance", type=Path, help="where to write the provenance record")
-    s.set_defaults(func=cmd_claims)
+    s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")
 
-    s = sub.add_parser("plot", help="render one figure from the summary")
-    s.add_argument("figure", choices=["curves", "grokking", "survival", "sweep"])
+    s = command(
+        sub, "plot", cmd_plot, "render one figure from the summary",
+        "curves: accuracy per split vs step, a panel per cell; grokking: steps to memorize vs to "
+        "generalize; survival: Kaplan-Meier fraction generalized OOD by step; sweep: steps to a threshold "
+        "vs a swept setting (--spec as in the config's sweeps). Writes PDF and PNG.",
+        "python -m grokbench plot curves --summary results/summary/summary.parquet --pdf c.pdf --png c.png",
+    )  # fmt: skip
+    s.add_argument("figure", choices=["curves", "grokking", "survival", "sweep"], help="which figure")
     s.add_argument("--spec", type=_json, default={}, help="sweep figure: x, y, hue, filters (JSON)")
-    s.add_argument("--summary", required=True, type=Path)
-    s.add_argument("--pdf", required=True, type=Path)
-    s.add_argument("--png", required=True, type=Path)
-    s.add_argument("--provenance", type=Path, help="where to write the provenance record")
-    s.set_defaults(func=cmd_plot)
+    s.add_argument("--summary", required=True, type=Path, help="the summary (Parquet) from `analyze`")
+    s.add_argument("--pdf", required=True, type=Path, help="the figure as PDF")
+    s.add_argument("--png", required=True, type=Path, help="the figure as PNG")
+    s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")
 
-    s = sub.add_parser("audit", help="check an output against the provenance of everything it came from")
-    s.add_argument("path", type=Path, help="a figure, summary, run file or dataset")
+    s = command(
+        sub, "audit", cmd_audit, "check an output against the provenance of everything it came from",
+        "Walks back from PATH's record through every input's record, rehashes each file and compares each "
+        "stage's code fingerprint with the code now; prints CHANGED, MISSING and CODE lines and exits 1 if "
+        "there is any.",
+        "python -m grokbench audit results/claims/claims.csv",
+    )  # fmt: skip
+    s.add_argument("path", type=Path, help="a figure, summary, claims table, run file or dataset")
     s.add_argument("--root", type=Path, default=Path("."), help="folder the recorded paths are relative to")
-    s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser(
         "crate",
@@ -332,6 +416,8 @@ def parser() -> argparse.ArgumentParser:
         description="The study's files in place, each with its sha256, one CreateAction per provenance "
         "record linking its outputs to its inputs, the workflow and the study as validated (RESULTS/crate/). "
         "Refuses files that do not match their records and, with --config, an unfinished study.",
+        epilog="example:\n  python -m grokbench crate results --config config.yaml --license CC-BY-4.0",
+        formatter_class=_Help,
     )
     s.add_argument("results", type=Path, help="the study's results folder (the crate root)")
     s.add_argument("--config", type=Path, help="the study file: the crate holds it as validated, and every "
@@ -349,6 +435,7 @@ def parser() -> argparse.ArgumentParser:
         description="Per training run: parameters, FLOPs per step (counted), steps, estimated GPU-hours on "
         "one GPU of the named kind and the runtime its SLURM job requests; and the total. Example: "
         "python -m grokbench plan --configfile config/paper.yaml --gpu H100",
+        formatter_class=_Help,
     )
     s.add_argument("--configfile", required=True, type=Path, help="the study config (YAML)")
     s.add_argument("--gpu", default="H200", help="GPU kind, matched against known peaks (default: H200)")
@@ -361,16 +448,27 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_plan)
 
-    s = sub.add_parser("bench-backends", help="time each family's training step per backend")
-    s.add_argument("--preset", default="tiny")
-    s.add_argument("--batch", type=int, default=128)
-    s.add_argument("--seq", type=int, default=6)
-    s.add_argument("--vocab", type=int, default=1107)
-    s.add_argument("--repeats", type=int, default=10)
-    s.add_argument("--families", nargs="*", help="only these families")
-    s.set_defaults(func=cmd_bench_backends)
+    s = command(
+        sub, "bench-backends", cmd_bench_backends, "time each family's training step per backend",
+        "Forward + backward + AdamW step of each family with its pure-PyTorch reference and, on CUDA where "
+        "the package imports, its kernel backend (flash-linear-attention, mamba-ssm); prints ms per step "
+        "and the ratio.",
+        "python -m grokbench bench-backends --preset paper --batch 512 --seq 6",
+    )  # fmt: skip
+    s.add_argument("--preset", default="tiny", help="size preset: tiny or paper")
+    s.add_argument("--batch", type=int, default=128, help="batch size")
+    s.add_argument("--seq", type=int, default=6, help="sequence length")
+    s.add_argument("--vocab", type=int, default=1107, help="vocabulary size")
+    s.add_argument("--repeats", type=int, default=10, help="timed steps per family and backend")
+    s.add_argument("--families", nargs="*", help="only these families (default: all)")
 
-    s = sub.add_parser("bench-train", help="training throughput: the reference setup vs grokbench's trainer")
+    s = command(
+        sub, "bench-train", cmd_bench_train, "training throughput: the seed study's setup vs grokbench",
+        "The seed study's setup (transformers' GPT2LMHeadModel with GPT-2's BPE vocabulary, fp16 + "
+        "GradScaler on CUDA) against grokbench's trainer, single and packed, on the same data and shape in "
+        "one process; prints examples/s, the ratio to the reference and MFU (grokbench/bench/train.py).",
+        "python -m grokbench bench-train --preset tiny --steps 20 --batch 64 --seeds 2",
+    )  # fmt: skip
     s.add_argument("--preset", help="gpt size preset (default: paper on CUDA, tiny on CPU)")
     s.add_argument("--batch", type=int, help="batch per run (default: 512 on CUDA, 64 on CPU)")
     s.add_argument("--steps", type=int, help="timed steps (default: 100 on CUDA, 20 on CPU)")
@@ -379,7 +477,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data", type=_json, help="comparison-task parameters (JSON) over the defaults")
     s.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: by GPU name)")
     s.add_argument("--compile", action="store_true", help="torch.compile the grokbench models")
-    s.set_defaults(func=cmd_bench_train)
 
     s = sub.add_parser(
         "gpu-check",
@@ -388,6 +485,8 @@ def parser() -> argparse.ArgumentParser:
         "pipeline run of the default study and a CPU rerun of its first cell compared with it; writes one "
         "Markdown report, updated after every step (src/grokbench/bench/gpu_check.py). Tiny steps with "
         "--quick or without CUDA. Exit status 1 if any step did not pass.",
+        epilog="example:\n  scripts/gpu-check.sh   # = python -m grokbench gpu-check --out $OUT/gpu-check.md",
+        formatter_class=_Help,
     )
     s.add_argument("--out", type=Path, default=Path("results/gpu-check.md"), help="the report (Markdown)")
     s.add_argument("--quick", action="store_true", help="tiny steps (always so without CUDA)")

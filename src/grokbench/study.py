@@ -219,6 +219,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
                 _check_hparam_keys(block["hparams"], f"config.grid[{i}].hparams")
                 _check_selection_data(config, block, i, analysis)
                 block["training"] = _expand_hparams(config, block["training"], block.pop("hparams"), i)
+        for name, spec in config["training"].items():
+            _check_early_stop(TrainConfig.from_dict(spec), analysis, f"config.training.{name}.early_stop")
         grid = cells(config)
         _check_sweeps(config, grid)
         check_claims(config, grid, summary_columns(config))
@@ -322,6 +324,19 @@ def summary_columns(config: dict) -> set[str]:
         columns |= set(flatten(TrainConfig.from_dict(spec).to_dict(), "train"))
     columns |= {f"final_acc_{split}" for split in EVAL_SPLITS}
     return columns
+
+
+def _check_early_stop(cfg: TrainConfig, analysis: AnalysisConfig, where: str) -> None:
+    """An early stop judges the curve with the analysis's own splits, thresholds and tolerance, so that a
+    stopped run's steps mean what the summary says (grokbench.train.early_stop)."""
+    if cfg.early_stop is None:
+        return
+    for key in ("memorization_split", "memorization_threshold", "ood_split", "threshold", "tolerance"):
+        mine, theirs = getattr(cfg.early_stop, key), getattr(analysis, key)
+        if mine != theirs:
+            raise ValueError(
+                f"{where}.{key}={mine!r}: must equal config.analysis.{key} ({theirs!r}); set it to {theirs!r}"
+            )
 
 
 def _check_sweeps(config: dict, grid: list[Cell]) -> None:

@@ -11,6 +11,10 @@ rule train:
         out_dir=lambda w, output: Path(output.info).parent,
         code=code_fingerprint("train"),
     threads: config["threads"]
+    # A job stopped by its time limit saves the run's state and fails; Snakemake resubmits it and the run
+    # resumes, up to GROKBENCH_TRAIN_ATTEMPTS jobs (default 5; profiles/default/config.yaml). Only the main
+    # Snakemake retries: the one inside a cluster job would rerun in the job whose time is up.
+    retries: (int(os.environ.get("GROKBENCH_TRAIN_ATTEMPTS") or 5) - 1) if workflow.is_main_process else 0
     # On a cluster, training runs may share one job: see GROKBENCH_RUNS_PER_JOB in profiles/default/.
     # Locally, groups are ignored.
     group:
@@ -19,8 +23,10 @@ rule train:
         "../envs/grokbench.yaml"
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{model}}/{{training}}/seed{{seed}}.log",
+    # exec: the trainer replaces the shell, so that the SIGTERM a cluster sends before a time limit reaches
+    # it with no shell in between (bash would die of it at once and the job would look failed mid-save).
     shell:
-        "python -m grokbench train --data {input.data} --model {params.model:q}"
+        "exec python -m grokbench train --data {input.data} --model {params.model:q}"
         " --training {params.training:q} --seed {wildcards.seed} --out-dir {params.out_dir}"
         " --dataset {wildcards.dataset} --model-name {wildcards.model}"
         " --training-name {wildcards.training} --threads {threads} > {log} 2>&1"

@@ -136,7 +136,7 @@ SUMMARY_COLUMNS = (
     *("training_base", "memorization_step", "id_generalization_step", "ood_generalization_step"),
     *("grokked", "grok_delay", "selection_step", "final_step"),
     *AFTER_MEMORIZATION,
-    *("status", "diverged_step", "wall_seconds", "n_segments", "device", "run_dir"),
+    *("status", "diverged_step", "stopped_early", "wall_seconds", "n_segments", "device", "run_dir"),
 )
 # evaluation splits a run's metrics can hold (grokbench.train.data.build_tensors): training facts by kind
 # and entity group, the test splits, the validation split (val_size) and in-context copies (format)
@@ -194,6 +194,7 @@ def summarize(run_dirs: list[str | Path], cfg: AnalysisConfig) -> pd.DataFrame:
             # how training ended: completed, or diverged (a non-finite loss stopped it at diverged_step)
             "status": info.get("status", "completed"),
             "diverged_step": info.get("diverged_step"),
+            "stopped_early": bool(info.get("stopped_early", False)),  # train/early_stop.py
             "wall_seconds": info["wall_seconds"],  # every segment of a resumed run
             "n_segments": info.get("n_segments", 1),
             "device": info["device"],

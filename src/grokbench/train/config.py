@@ -1,7 +1,9 @@
 """Training settings: one dataclass, the single source of their names, types and defaults.
 
-The config schema (workflow/schemas/config.schema.yaml) mirrors these fields; `TrainConfig.from_dict`
-rejects unknown keys and wrong types by name, so a training option is added here and in the schema.
+This module is the one owner of the training options: their names, types, defaults and bounds. The config
+schema only says that `training` maps names to mappings; `TrainConfig.from_dict` rejects unknown keys,
+wrong types and out-of-range values by name, and a grid's `hparams` may sweep any scalar field here
+(grokbench.study.hparam_keys).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from ..params import from_dict
 from .accelerators import AcceleratorConfig
+from .early_stop import EarlyStop
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class TrainConfig:
     compile: bool = False
     eval: EvalSchedule = field(default_factory=EvalSchedule)
     accelerators: AcceleratorConfig = field(default_factory=AcceleratorConfig)  # all off by default
+    # null: train every step; {evals: k}: stop once memorized and OOD-generalized for k evaluations
+    early_stop: EarlyStop | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "training") -> TrainConfig:
@@ -83,6 +88,8 @@ class TrainConfig:
             need(getattr(self.eval, key) >= 1, f"eval.{key}", "an integer >= 1")
         need(self.eval.dense_until >= 0, "eval.dense_until", "an integer >= 0")
         self.accelerators.check(f"{where}.accelerators")
+        if self.early_stop is not None:
+            self.early_stop.check(f"{where}.early_stop")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

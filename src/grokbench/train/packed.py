@@ -24,6 +24,14 @@ non-elementwise inputs are the group's hyperparameters, the learning rate of the
 count, which all seeds share because they all step at every step. Weight-decay groups are decided per
 parameter name on one model's (unstacked) parameters, as `trainer.make_optimizer` decides them.
 
+Divergence: a seed whose training loss is not finite at step k is marked diverged at k (on the device,
+no host sync per step); it does not touch the others, since no computation mixes the models (the summed
+loss gives each model the gradient of its own loss, clipping and AdamW act per element or per model), so
+they train on exactly as they would have. Its `Result` has `diverged_step` k and `diverged_loss`, its
+metrics end with its last evaluation at or before k (unlike `trainer.train`, no extra evaluation at k),
+and its weights are not those of step k: it kept training on non-finite values. Packed training stops at
+the first evaluation at which every seed has diverged.
+
 Not supported packed (`train_packed` raises ValueError naming the option): the grokking accelerators
 (`training.accelerators`: their filters and ⊥Grad act on a module's own gradients), checkpoint/resume,
 and dropout > 0 (random masks under vmap would not reproduce separate runs). `metrics["elapsed"]` is the
@@ -229,6 +237,10 @@ def train_packed(
     indices = IndexStream([BatchSampler(t, cfg, seed) for seed in seeds], device)
     eval_steps = set(cfg.eval.steps(cfg.steps))
     rows: list[list[dict]] = [[] for _ in seeds]
+    # per seed, on the device: the first step whose training loss was not finite (-1: none yet), that loss
+    bad_step = torch.full((len(seeds),), -1, dtype=torch.int64, device=device)
+    bad_loss = torch.zeros(len(seeds), device=device)
+    diverged: list[int] = [-1] * len(seeds)  # bad_step as the host last read it
     start = time.perf_counter()
     bar = tqdm(
         total=cfg.steps,
@@ -241,8 +253,13 @@ def train_packed(
     try:
         for step in range(cfg.steps + 1):
             if step in eval_steps:
+                diverged = bad_step.tolist()  # a host sync, as the evaluation's own
+                if all(0 <= k < step for k in diverged):
+                    break  # every seed has diverged
                 elapsed = time.perf_counter() - start
                 for m, result in enumerate(evaluate_packed(packed, t, cfg.eval.batch_size, amp)):
+                    if 0 <= diverged[m] < step:
+                        continue  # diverged before this evaluation
                     for name, (loss, acc) in result.items():
                         rows[m].append(dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
                         if m == 0:
@@ -251,6 +268,10 @@ def train_packed(
                 break
             idx = indices()  # (n, B)
             losses = step_fn(t.x[idx], t.y[idx])
+            finite = torch.isfinite(losses.detach())
+            first = ~finite & (bad_step < 0)
+            bad_step.copy_(torch.where(first, step, bad_step))
+            bad_loss.copy_(torch.where(first, losses.detach().float(), bad_loss))
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # model m's parameters get the gradient of model m's loss only
             if cfg.grad_clip:
@@ -266,11 +287,19 @@ def train_packed(
     finally:
         bar.close()
     wall = time.perf_counter() - start
+    diverged, losses_at = bad_step.tolist(), bad_loss.tolist()
     results = []
     for m, model in enumerate(models):
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.data = packed.params[name].detach()[m].clone()  # its own storage again
         metrics = pd.DataFrame(rows[m], columns=["step", "split", "loss", "accuracy", "elapsed"])
-        results.append(Result(metrics, model, wall, str(device)))
+        k = diverged[m] if diverged[m] >= 0 else None
+        if k is not None:
+            print(
+                f"{desc} seed {seeds[m]}: diverged: the training loss at step {k} is {losses_at[m]} "
+                "(not finite); its results end there",
+                file=sys.stderr,
+            )
+        results.append(Result(metrics, model, wall, str(device), k, None if k is None else losses_at[m]))
     return results

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,13 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import provenance
+from ..grid import Cell
 from ..io import atomic_path, sha256_bytes, sha256_file, write_json
 from ..models import build_model, count_params
 from ..tasks.base import read_dataset
 from .config import TrainConfig
 from .data import build_tensors
-from .resume import Checkpointer
+from .resume import COMPLETED, DIVERGED, Checkpointer, Segment
 from .trainer import train
 
 METRICS = "metrics.parquet"
@@ -41,12 +41,21 @@ def run(
 
     `cell` names the run in the study grid ({dataset, model, training, seed} names); it is recorded in
     run.json so that analysis can group runs without parsing paths.
+
+    run.json says how the run ended and what it cost, over all the processes that trained it:
+    - `status`: "completed", or "diverged" when a training loss was not finite (the run stopped there;
+      its outputs are written all the same, metrics ending with an evaluation at that step);
+      `diverged_step` (int, else null) and `diverged_loss` (the loss as text, "nan" / "inf" / "-inf",
+      else null);
+    - `segments`: one record per start of the training process on this run (the first, then each resume;
+      see `resume.Segment.record`), `n_segments`, and `wall_seconds`, the sum of their wall seconds;
+      `started` is the first segment's start.
     """
+    segment = Segment()  # this process's part of the run, timed from here
     out_dir = Path(out_dir)
-    cell = dict(cell or {"seed": seed})
-    run_id = "/".join(str(v) for v in cell.values())
+    cell = dict(cell or {"dataset": "data", "model": "model", "training": "default", "seed": seed})
+    run_id = Cell(**cell).run_id  # the one spelling: <dataset>/<model>/<training>/seed<k>, its folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    started = provenance.now()
     cfg = TrainConfig.from_dict(training)
     ds = read_dataset(data)
     t = build_tensors(ds, cfg.eval.max_size)
@@ -63,9 +72,11 @@ def run(
         "code": provenance.code_fingerprint("train"),
     }
     fingerprint = sha256_bytes(json.dumps(what, sort_keys=True, default=str).encode())
-    checkpoint = Checkpointer(out_dir / RESUME, fingerprint, checkpoint_every, checkpoint_minutes)
-    t0 = time.perf_counter()
+    checkpoint = Checkpointer(out_dir / RESUME, fingerprint, checkpoint_every, checkpoint_minutes, segment)
     result = train(model_fn, t, cfg, seed, desc=run_id, progress=progress, checkpoint=checkpoint)
+    diverged = result.diverged_step is not None
+    end_step = result.diverged_step if diverged else result.stopped_step or cfg.steps
+    segments = checkpoint.segments(end_step, DIVERGED if diverged else COMPLETED)
     n_params = count_params(result.model)
 
     table = pa.Table.from_pandas(result.metrics, preserve_index=False)
@@ -73,7 +84,7 @@ def run(
         pq.write_table(table, tmp)
     with atomic_path(out_dir / CHECKPOINT) as tmp:
         state = {k: v.cpu() for k, v in result.model.state_dict().items()}
-        torch.save({"model": state, "model_spec": model_spec, "step": cfg.steps}, tmp)
+        torch.save({"model": state, "model_spec": model_spec, "step": end_step}, tmp)
     info = provenance.record(
         "train",
         config={"model": model_spec, "training": cfg.to_dict(), "seed": seed},
@@ -85,8 +96,15 @@ def run(
         vocab_size=vocab_size,
         block_size=block_size,
         device=result.device,
-        wall_seconds=round(time.perf_counter() - t0, 3),
-        started=started,
+        status=DIVERGED if diverged else COMPLETED,
+        diverged_step=result.diverged_step,
+        stopped_early=result.stopped_step is not None,  # train/early_stop.py: memorized and generalized
+        stopped_step=result.stopped_step,
+        diverged_loss=None if result.diverged_loss is None else str(result.diverged_loss),
+        wall_seconds=round(sum(s["wall_seconds"] for s in segments), 3),
+        n_segments=len(segments),
+        segments=segments,
+        started=segments[0]["started"],
         finished=provenance.now(),
         outputs={str(out_dir / name): sha256_file(out_dir / name) for name in (METRICS, CHECKPOINT)},
     )

@@ -3,6 +3,10 @@
 One call trains one run (dataset x model x training settings x seed) and returns its metrics table.
 Everything random (initialization, batch order) derives from the run seed, so a run is reproducible on
 the same device and software.
+
+A non-finite training loss (NaN, inf) stops the run at that step, before its update (`Divergence`): the
+run is then evaluated once more at that step, unless it was just evaluated there, so its curves show where
+it broke, and `Result.diverged_step` says where. The run is not an error: its outputs are written.
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
     return adamw([p for p in params if decays(p)], [p for p in params if not decays(p)], cfg, device)
 
 
+def use_fused(device: torch.device) -> bool:
+    """Whether AdamW is fused on `device`: on CUDA; the CPU keeps torch's default implementation."""
+    return device.type == "cuda"
+
+
 def adamw(decay: list[torch.Tensor], no_decay: list[torch.Tensor], cfg: TrainConfig, device: torch.device):
     """AdamW (fused on CUDA) over two groups, `cfg.weight_decay` and none, with linear learning-rate warmup
     over `cfg.warmup_steps` steps, then constant."""
@@ -59,7 +68,7 @@ def adamw(decay: list[torch.Tensor], no_decay: list[torch.Tensor], cfg: TrainCon
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    fused = device.type == "cuda"
+    fused = use_fused(device)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
     warmup = cfg.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -131,12 +140,84 @@ def evaluate(model: nn.Module, t: Tensors, batch_size: int, amp) -> dict[str, tu
     return out
 
 
+class Divergence:
+    """Watches the training loss: the first step whose loss is not finite ends the run before its update.
+
+    Where the optimizer is not fused (the CPU), `observe` reads the loss on the host (free there) and
+    returns True at once; the loop stops before the backward pass. With fused AdamW (CUDA) the loop must
+    not wait for the device at every step, so the check stays on the device: a flag, the first non-finite
+    step and its loss. The flag is fused AdamW's `found_inf` input (the one torch's GradScaler uses), so
+    from that step on every update is skipped on the device and the weights stay those of the divergence
+    step however late the host notices. The host reads the flag after each step without blocking (pinned
+    memory and an event) and, with `block`, before every evaluation and checkpoint, so none of them comes
+    after the divergence.
+
+    After the run: `step` (None while the loss stayed finite) and `loss` (the non-finite value).
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, device: torch.device):
+        self.step: int | None = None
+        self.loss: float | None = None
+        self.on_device = bool(opt.defaults.get("fused"))
+        if self.on_device:
+            self.halted = torch.zeros((), device=device)  # 1.0 from the first non-finite loss on
+            self.first_step = torch.full((), -1, dtype=torch.int64, device=device)
+            self.first_loss = torch.zeros((), device=device)
+            opt.found_inf = self.halted  # read by fused Adam(W).step: skip the update while set
+            cuda = device.type == "cuda"
+            self.host = torch.zeros(()).pin_memory() if cuda else torch.zeros(())
+            self.event = torch.cuda.Event() if cuda else None
+            self.pending = False
+
+    def observe(self, loss: torch.Tensor, step: int) -> bool:
+        """The training loss of loop step `step` (computed from the weights after `step` updates). True:
+        stop now (it is not finite; host check)."""
+        if not self.on_device:
+            if bool(torch.isfinite(loss)):
+                return False
+            self.step, self.loss = step, loss.item()
+            return True
+        loss = loss.detach().float()
+        bad = ~torch.isfinite(loss)
+        new = bad & (self.halted == 0)  # the first non-finite loss
+        self.first_step.masked_fill_(new, step)
+        self.first_loss.copy_(torch.where(new, loss, self.first_loss))
+        self.halted.masked_fill_(bad, 1.0)
+        return False
+
+    def after_step(self) -> None:
+        """Start a non-blocking copy of the flag to the host, unless one is under way."""
+        if self.on_device and not self.pending:
+            self.host.copy_(self.halted, non_blocking=self.event is not None)
+            if self.event is not None:
+                self.event.record()
+            self.pending = True
+
+    def diverged(self, block: bool = False) -> bool:
+        """Whether the loss has been non-finite; without `block`, as far as the host knows without waiting."""
+        if self.step is not None or not self.on_device:
+            return self.step is not None
+        if block:
+            halted = bool(self.halted.item())
+        elif self.pending and (self.event is None or self.event.query()):
+            self.pending = False
+            halted = bool(self.host.item())
+        else:
+            return False
+        if halted:
+            self.step, self.loss = int(self.first_step.item()), float(self.first_loss.item())
+        return halted
+
+
 @dataclass
 class Result:
     metrics: pd.DataFrame  # step, split, loss, accuracy, elapsed
     model: nn.Module
     wall_seconds: float
     device: str
+    diverged_step: int | None = None  # the step whose training loss was not finite; None: completed
+    diverged_loss: float | None = None  # that loss
+    stopped_step: int | None = None  # where an early stop (cfg.early_stop) ended the run; None: it did not
 
 
 def train(
@@ -155,9 +236,13 @@ def train(
     `checkpoint.every` steps, and on SIGTERM / SIGUSR1 saves and raises `Interrupted`. `on_step(step)` is
     called after the optimizer step `step` (0-based; benchmarks time the loop with it).
 
+    A non-finite training loss at step k (the loss of the weights after k updates) stops the run there
+    (`Divergence`), with a message on stderr naming `desc`, k and the loss; the metrics end with an
+    evaluation at step k, and `Result.diverged_step` is k.
+
     On CUDA the loop does not wait for the device between steps: batch indices travel from pinned memory
-    without blocking, and the loss is read back only for the progress bar (every 50 steps) and the
-    metrics only at evaluations.
+    without blocking, the loss is read back only for the progress bar (every 50 steps), the divergence
+    flag without blocking, and the metrics only at evaluations.
     """
     device = pick_device(cfg.device)
     torch.manual_seed(seed)
@@ -167,6 +252,7 @@ def train(
     opt, sched = make_optimizer(model, cfg, device)
     accel = Accelerators(cfg.accelerators)  # Grokfast, perpendicular gradient, StableMax, wd schedule
     sampler = BatchSampler(t, cfg, seed)
+    divergence = Divergence(opt, device)
     eval_steps = set(cfg.eval.steps(cfg.steps))
     rows: list[dict] = []
     first_step, spent = 0, 0.0  # where this process starts, and training time spent before it
@@ -194,10 +280,14 @@ def train(
     forward = torch.compile(model, dynamic=True) if cfg.compile else model
     if checkpoint:
         checkpoint.install_signal_handlers()
+    stopped_step = None
     try:
         for step in range(first_step, cfg.steps + 1):
-            if checkpoint and step > first_step and checkpoint.due(step):
-                checkpoint.save(
+            save_due = checkpoint is not None and step > first_step and checkpoint.due(step)
+            if divergence.diverged(block=save_due or step in eval_steps):
+                break  # no evaluation or saved state after the divergence step
+            if save_due:
+                stopping = checkpoint.save(
                     dict(
                         model=model.state_dict(),
                         optimizer=opt.state_dict(),
@@ -210,19 +300,24 @@ def train(
                         elapsed=time.perf_counter() - start,
                     )
                 )
-                if checkpoint.stop_requested:
+                if stopping:
                     raise Interrupted(f"stopped at step {step} by a signal; state saved to {checkpoint.path}")
             if step in eval_steps:
                 elapsed = time.perf_counter() - start
                 for name, (loss, acc) in evaluate(forward, t, cfg.eval.batch_size, amp).items():
                     rows.append(dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
                     postfix[name] = f"{acc:.2f}"
+                if cfg.early_stop is not None and step < cfg.steps and cfg.early_stop.reached(rows):
+                    stopped_step = step  # memorized, generalized OOD and stayed there (train/early_stop.py)
+                    break
             if step == cfg.steps:
                 break
             idx = to_device(sampler(), device)
             with amp:
                 logits = forward(t.x[idx])
             loss = accel.loss_fn(logits, t.y[idx])
+            if divergence.observe(loss, step):
+                break  # before this step's update
             opt.zero_grad(set_to_none=True)
             loss.backward()
             accel.after_backward(model)  # gradient filter, then perpendicular projection
@@ -231,18 +326,34 @@ def train(
             accel.before_step(opt, step)  # scheduled weight decay
             opt.step()
             sched.step()
+            divergence.after_step()
             if on_step is not None:
                 on_step(step)
             if progress and (step % 50 == 0):
                 # a host sync: only as often as the bar shows it
                 bar.set_postfix(loss=f"{loss.item():.3f}", **short(postfix), refresh=False)
             bar.update()
+        if divergence.diverged(block=True):
+            k = divergence.step
+            print(
+                f"{desc}: diverged: the training loss at step {k} is {divergence.loss} (not finite); "
+                "the run stops there (no more steps)",
+                file=sys.stderr,
+            )
+            if k not in eval_steps:  # else evaluated at k already, before its training step
+                elapsed = time.perf_counter() - start
+                for name, (loss, acc) in evaluate(forward, t, cfg.eval.batch_size, amp).items():
+                    rows.append(dict(step=k, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
     finally:
         bar.close()
         if checkpoint:
             checkpoint.restore_signal_handlers()
     metrics = pd.DataFrame(rows, columns=["step", "split", "loss", "accuracy", "elapsed"])
-    return Result(metrics, model, time.perf_counter() - start, str(device))
+    result = Result(
+        metrics, model, time.perf_counter() - start, str(device), divergence.step, divergence.loss
+    )
+    result.stopped_step = stopped_step
+    return result
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
