@@ -5,12 +5,8 @@ rule train:
         metrics=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{training}}/seed{{seed}}/metrics.parquet",
         model=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{training}}/seed{{seed}}/model.pt",
         info=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{training}}/seed{{seed}}/run.json",
-    params:
-        model=lambda w: as_json(config["models"][w.model]),
-        training=lambda w: as_json(config["training"][w.training]),
-        out_dir=lambda w, output: Path(output.info).parent,
-        code=code_fingerprint("train"),
-    threads: config["threads"]
+    log:
+        f"{RESULTS}/logs/train/{{dataset}}/{{model}}/{{training}}/seed{{seed}}.log",
     # A job stopped by its time limit saves the run's state and fails; Snakemake resubmits it and the run
     # resumes, up to GROKBENCH_TRAIN_ATTEMPTS jobs (default 5; profiles/default/config.yaml). Only the main
     # Snakemake retries: the one inside a cluster job would rerun in the job whose time is up.
@@ -21,8 +17,12 @@ rule train:
         "train"
     conda:
         "../envs/grokbench.yaml"
-    log:
-        f"{RESULTS}/logs/train/{{dataset}}/{{model}}/{{training}}/seed{{seed}}.log",
+    threads: config["threads"]
+    params:
+        model=lambda w: as_json(config["models"][w.model]),
+        training=lambda w: as_json(config["training"][w.training]),
+        out_dir=lambda w, output: Path(output.info).parent,
+        code=code_fingerprint("train"),
     # exec: the trainer replaces the shell, so that the SIGTERM a cluster sends before a time limit reaches
     # it with no shell in between (bash would die of it at once and the job would look failed mid-save).
     shell:
