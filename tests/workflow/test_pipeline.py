@@ -219,7 +219,7 @@ def test_bad_config_rejected_before_any_job(tmp_path):
     write_config(tmp_path, cfg)
     out = snakemake(tmp_path, "--cores", "1")
     assert out.returncode != 0
-    assert "config.datasets.a.n_entites: unknown parameter" in out.stderr + out.stdout
+    assert "config.datasets.a.n_entites: unknown key" in out.stderr + out.stdout
     assert not (tmp_path / "results").exists()
 
 
