@@ -72,10 +72,11 @@ TIMEOUT = 400  # seconds, per snakemake run (SIGKILL)
 # after it starts (GROKBENCH_TRAIN_SIGNAL_SECONDS=1: slurmctld checks time limits every 30 s and sends the
 # signal at the first check within 1 + 30 s of the end; the kill at the limit comes a check later), and
 # its start-up (two Snakemake start-ups, torch) takes 12-20 s: it trains for 10-45 s. The run trains for
-# LONG_SECONDS at the speed measured here just before (in the jobs, beside the other runs' jobs, 1.5-2.5
-# times slower), so it takes 2-3 jobs. Each failed job is noticed at the plugin's next status check (they
+# LONG_SECONDS at the speed measured here just before: more than any one job can train (at most ~45 s),
+# so it takes at least 2 jobs even on an idle machine (in the jobs, beside the other runs' jobs, it runs
+# 1.5-2.5 times slower: then 3-5 jobs). Each failed job is noticed at the plugin's next status check (they
 # back off by 10 s while no job completes): 1-1.5 min from one job to the next.
-LONG_SECONDS = 30
+LONG_SECONDS = 75
 LONG_TIMEOUT = 900
 FAILING_SNAKEFILE = """\
 rule fail:
