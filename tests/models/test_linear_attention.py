@@ -243,12 +243,15 @@ def test_dispatchers_on_cpu():
     gen = torch.Generator().manual_seed(0)
     q, k, g = (randn(2, 5, 2, 4, dtype=torch.float32, gen=gen) for _ in range(3))
     v, beta = randn(2, 5, 2, 6, dtype=torch.float32, gen=gen), torch.rand(2, 5, 2, generator=gen)
-    for backend in ("auto", "torch"):
-        assert torch.equal(gla(q, k, v, g, backend=backend), naive_gla(q, k, v, g))
+    assert torch.equal(gla(q, k, v, g, backend="torch"), naive_gla(q, k, v, g))
+    assert torch.equal(
+        gated_delta_rule(q, k, v, beta, backend="torch"), naive_gated_delta_rule(q, k, v, beta)
+    )
+    for backend in ("auto", "torch", "fast"):  # retention's reference is its parallel form: no other
         assert torch.equal(retention(q, k, v, backend=backend), naive_retention(q, k, v))
-        assert torch.equal(
-            gated_delta_rule(q, k, v, beta, backend=backend), naive_gated_delta_rule(q, k, v, beta)
-        )
+    # "auto" on the CPU: the fast forms, up to their lengths (T = 5 here)
+    assert torch.equal(gla(q, k, v, g), gla(q, k, v, g, backend="fast"))
+    assert torch.equal(gated_delta_rule(q, k, v, beta), gated_delta_rule(q, k, v, beta, backend="fast"))
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="backend='kernels' needs CUDA"):
             gla(q, k, v, g, backend="kernels")
@@ -428,6 +431,7 @@ def _run_fla_case(case: str) -> dict:
         vocab_size=FLA_V,
         block_size=FLA_T,
         tie_embeddings=False,
+        backend="torch",  # the reference recurrences are what fla's models are compared with
         **keys,
     )
     fla_config = getattr(fla.models, fla_config_name)(

@@ -32,8 +32,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grokbench.models.ops.rwkv6 import naive_rwkv6, rwkv6
-from grokbench.models.ops.rwkv7 import RWKV7_W_LOWER_BOUND, naive_rwkv7, rwkv7
+from grokbench.models.ops import rwkv6 as rwkv6_module
+from grokbench.models.ops.rwkv6 import fast_rwkv6, naive_rwkv6, rwkv6
+from grokbench.models.ops.rwkv7 import FAST_MAX_SEQ_LEN, RWKV7_W_LOWER_BOUND, fast_rwkv7, naive_rwkv7, rwkv7
 from grokbench.models.rwkv import LN_X_EPS, RWKV6, RWKV7, RWKV6Config, RWKV7Config
 
 from ..helpers import assert_close
@@ -106,9 +107,10 @@ def test_naive_rwkv7_matches_fla_dplr_recurrence(dtype, fla_in_dtype):
     assert_close(f"rwkv7 final state[{dtype}]", ref_s, out_s, TOL[dtype])
     for name, ref, out in zip(["r", "w", "k", "v", "a", "b", "h0"], ref_g, out_g, strict=True):
         assert_close(f"rwkv7 grad {name}[{dtype}]", ref, out, TOL[dtype])
-    # the dispatcher on CPU is the reference
+    # the dispatcher on the CPU: the fast form at this length (compared with the reference in test_fast_forms)
     o, s = rwkv7(r, w, k, v, a, b, scale, h0, output_final_state=True)
-    assert torch.equal(o, out_o) and torch.equal(s, out_s)
+    o_fast, s_fast = fast_rwkv7(r, w, k, v, a, b, scale, h0, output_final_state=True)
+    assert T <= FAST_MAX_SEQ_LEN and torch.equal(o, o_fast) and torch.equal(s, s_fast)
 
 
 @DTYPES
@@ -149,8 +151,10 @@ def test_naive_rwkv6_matches_fla_naive_recurrent(dtype, fla_in_dtype):
     assert_close(f"rwkv6 final state[{dtype}]", ref_s, out_s, TOL[dtype])
     for name, ref, out in zip(["r", "k", "v", "w", "u", "h0"][: len(inputs)], ref_g, out_g, strict=True):
         assert_close(f"rwkv6 grad {name}[{dtype}]", ref, out, TOL[dtype])
-    o, s = rwkv6(r, k, v, w, u, 0.3, h0, output_final_state=True)
-    assert torch.equal(o, out_o) and torch.equal(s, out_s)
+    o, s = rwkv6(r, k, v, w, u, 0.3, h0, output_final_state=True)  # the dispatcher on the CPU
+    form = fast_rwkv6 if T <= rwkv6_module.FAST_MAX_SEQ_LEN else naive_rwkv6
+    o_form, s_form = form(r, k, v, w, u, 0.3, h0, output_final_state=True)
+    assert torch.equal(o, o_form) and torch.equal(s, s_form)
 
 
 # --- the whole RWKV-7 model against fla's ---------------------------------------------------------
@@ -234,7 +238,9 @@ def make_fla_pair(dtype, monkeypatch, seed=0):
 
     torch.manual_seed(seed)
     ranks = dict(decay_low_rank_dim=16, a_low_rank_dim=8, v_low_rank_dim=8, gate_low_rank_dim=24)
-    ours = RWKV7(RWKV7Config(vocab_size=VOCAB, block_size=BLOCK, n_layer=L, d_model=D, head_size=N, **ranks))
+    # the reference recurrence (backend="torch") is what fla's model is compared with
+    cfg = dict(vocab_size=VOCAB, block_size=BLOCK, n_layer=L, d_model=D, head_size=N, backend="torch")
+    ours = RWKV7(RWKV7Config(**cfg, **ranks))
     with torch.no_grad():  # the authors' init zeroes some weights: make every one matter
         for p in ours.parameters():
             p.add_(0.1 * torch.randn_like(p))

@@ -1,15 +1,23 @@
-"""Choosing between the pure-PyTorch reference and a CUDA kernel library for one operator.
+"""Choosing between the pure-PyTorch reference, its fast form and a CUDA kernel library for one operator.
 
-`backend` is a model option: "torch" always runs the reference; "kernels" runs the kernel library and
-fails loudly where it cannot (no CUDA, package missing); "auto" runs the kernel only where it is usable
-and expected to be faster. The kernel libraries (flash-linear-attention, mamba-ssm) are imported only
-here, only when CUDA is present, and only the operator module itself: `import fla` succeeds without
-triton, so importing the package proves nothing.
+`backend` is a model option: "torch" always runs the reference (a loop over time; the tests compare it with
+transformers' and fla's implementations); "fast" runs the operator's fast pure-PyTorch form for short
+sequences (ops/: a closed form over time with T x T decay matrices where the operator has one, else the
+loop with a hand-written backward; the same function, rounded differently; the tests compare it with the
+reference); "kernels" runs the kernel library and fails loudly where it cannot (no CUDA, package
+missing); "auto" runs the kernel only where it is usable and expected to be faster, else the fast form
+where `use_fast` says so, else the reference. The kernel libraries (flash-linear-attention, mamba-ssm)
+are imported only here, only when CUDA is present, and only the operator module itself: `import fla`
+succeeds without triton, so importing the package proves nothing.
 
 For the ~10-token sequences of the study's tasks, chunked kernels pad to their chunk size (64 or more)
 and a torch loop over time is competitive or faster (shared/ANCHORS.md section 4), so "auto" keeps the
 torch path below `KERNEL_MIN_SEQ_LEN`; the benchmark (`grokbench bench`) measures both at the training
 shape and is where that number comes from.
+
+The fast forms run under "auto" on the CPU, up to each operator's FAST_MAX_SEQ_LEN, where they were
+measured faster (docs/benchmarks.md, scripts/bench-steps.py); on CUDA "auto" keeps the reference until
+they are measured there (FAST_DEVICES).
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ import importlib
 
 import torch
 
-BACKENDS = ("auto", "torch", "kernels")
+BACKENDS = ("auto", "torch", "fast", "kernels")
 KERNEL_MIN_SEQ_LEN = 64
+# devices on which "auto" runs the fast forms (not yet measured on CUDA)
+FAST_DEVICES = ("cpu",)
 
 
 @functools.cache
@@ -41,7 +51,7 @@ def check_backend(backend: str) -> None:
 
 def use_kernels(backend: str, module: str, x: torch.Tensor) -> bool:
     """Whether the operator on input `x` (B, T, ...) should run the kernel from `module`."""
-    if backend == "torch":
+    if backend in ("torch", "fast"):
         return False
     usable = x.is_cuda and kernel_module(module) is not None
     if backend == "kernels":
@@ -52,3 +62,14 @@ def use_kernels(backend: str, module: str, x: torch.Tensor) -> bool:
             )
         return True
     return usable and x.shape[1] >= KERNEL_MIN_SEQ_LEN
+
+
+def use_fast(backend: str, x: torch.Tensor, max_len: int | None) -> bool:
+    """Whether an operator on input `x` (B, T, ...) runs its fast form, where the kernel does not run:
+    always for backend="fast"; for "auto" on FAST_DEVICES up to `max_len` tokens (None: any length; 0:
+    never, an operator whose fast form is not faster)."""
+    if backend == "fast":
+        return True
+    if backend != "auto" or x.device.type not in FAST_DEVICES:
+        return False
+    return max_len is None or x.shape[1] <= max_len

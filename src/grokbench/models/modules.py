@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Backbone, BackboneConfig, check_at_least, check_positive
-from .backends import check_backend
+from .backends import check_backend, use_fast
 
 DT_INIT_FLOOR = 1e-4  # smallest initial Δ (the Mamba authors' dt_init_floor)
 
@@ -157,16 +157,26 @@ class ShortConv(nn.Conv1d):
 
     Two ways to compute it, which round differently: conv1d, keeping its first T outputs (fla's torch
     path), or, with `shifted=True`, k shifted products (Mamba's here: for the study's few-token sequences
-    several times faster than conv1d on CPU, backward included, and the same on GPU).
+    several times faster than conv1d on CPU, backward included, and the same on GPU). With a `backend`
+    (the model's), the shifted products also run wherever that backend runs the operators' fast forms
+    (backends.use_fast): conv1d stays the reference's computation.
     """
 
-    def __init__(self, dim: int, kernel_size: int, silu: bool, bias: bool = False, shifted: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int,
+        silu: bool,
+        bias: bool = False,
+        shifted: bool = False,
+        backend: str | None = None,
+    ):
         super().__init__(dim, dim, kernel_size, groups=dim, padding=kernel_size - 1, bias=bias)
-        self.silu, self.shifted = silu, shifted
+        self.silu, self.shifted, self.backend = silu, shifted, backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.size(1)
-        if self.shifted:
+        if self.shifted or (self.backend is not None and use_fast(self.backend, x, None)):
             k = self.kernel_size[0]
             xp = F.pad(x, (0, 0, k - 1, 0))  # (B, T + k - 1, D): k - 1 zero steps in front
             w = self.weight[:, 0, :]  # (D, k)
@@ -275,8 +285,9 @@ class QKVConfig(LinearAttentionConfig):
 
 
 def short_conv(config: LinearAttentionConfig, dim: int, silu: bool) -> ShortConv | None:
-    """The short convolution after a projection of width `dim`, where config.use_short_conv asks for one."""
-    return ShortConv(dim, config.conv_size, silu) if config.use_short_conv else None
+    """The short convolution after a projection of width `dim`, where config.use_short_conv asks for one
+    (conv1d for the reference backend, shifted products with the fast forms: ShortConv)."""
+    return ShortConv(dim, config.conv_size, silu, backend=config.backend) if config.use_short_conv else None
 
 
 def project(x: torch.Tensor, proj: nn.Linear, conv: ShortConv | None) -> torch.Tensor:

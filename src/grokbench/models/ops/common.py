@@ -1,13 +1,14 @@
-"""What the operators share: the precision their pure-PyTorch paths compute in, the choice between that path
-and a kernel library's (backends.py says which runs), the state a recurrence starts from, and Mamba's
-discretization step."""
+"""What the operators share: the precision their pure-PyTorch paths compute in, the choice between those
+paths and a kernel library's (backends.py says which runs), the state a recurrence starts from, Mamba's
+discretization step, and the pieces of the fast (closed) forms over time: segment sums of log decays and
+the unit lower-triangular solve of the delta rules."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..backends import check_backend, use_kernels
+from ..backends import check_backend, use_fast, use_kernels
 
 
 def compute_dtype(*xs: torch.Tensor) -> torch.dtype:
@@ -23,17 +24,28 @@ def no_autocast(x: torch.Tensor) -> torch.autocast:
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
-def run(backend: str, module: str, kernel, loop, *inputs: torch.Tensor | None, **kwargs) -> torch.Tensor:
+def run(
+    backend: str,
+    module: str,
+    kernel,
+    loop,
+    *inputs: torch.Tensor | None,
+    fast=None,
+    fast_max_len: int | None = 0,
+    **kwargs,
+) -> torch.Tensor:
     """An operator of fla's layout (q, k, v, ... as (B, T, H, D)), with autocast off: `kernel(*inputs,
-    **kwargs)` from the library `module` where `backend` says so (backends.use_kernels), else `loop`, its
-    pure-PyTorch form, on the inputs in their compute dtype (None inputs stay None), cast back to v's
-    dtype."""
+    **kwargs)` from the library `module` where `backend` says so (backends.use_kernels), else `fast`, its
+    fast pure-PyTorch form, where backends.use_fast says so (up to `fast_max_len` tokens under "auto"), else
+    `loop`, its reference; the PyTorch forms get the inputs in their compute dtype (None inputs stay None),
+    and their output is cast back to v's dtype."""
     q, v = inputs[0], inputs[2]
     with no_autocast(q):
         if use_kernels(backend, module, q):
             return kernel(*inputs, **kwargs)
+        form = fast if fast is not None and use_fast(backend, q, fast_max_len) else loop
         dtype = compute_dtype(*(x for x in inputs if x is not None))
-        o = loop(*(None if x is None else x.to(dtype) for x in inputs), **kwargs)
+        o = form(*(None if x is None else x.to(dtype) for x in inputs), **kwargs)
     return o.to(v.dtype)
 
 
@@ -70,3 +82,55 @@ def time_step(dt: torch.Tensor, bias: torch.Tensor | None, softplus: bool) -> to
     if softplus:
         dt = F.softplus(dt)  # threshold 20, as the kernels' softplus
     return dt
+
+
+# --- the fast forms: closed forms over time for short sequences ---------------------------------------
+
+
+def segment_sums(x: torch.Tensor) -> torch.Tensor:
+    """x (..., T) -> (..., T, T) with [..., t, s] = sum_{s < r <= t} x[..., r] for s <= t (0 on the
+    diagonal) and -inf for s > t: for log decays x, exp of it is the decay from step s to step t, exactly
+    0 above the diagonal. Each entry sums its own terms (a masked cumulative sum), not a difference of two
+    cumulative sums, which would round small sums next to large ones: the stable `segsum` of Mamba-2's
+    minimal SSD (state-spaces/mamba, mamba_ssm/modules/ssd_minimal.py), read, not copied."""
+    T = x.shape[-1]
+    lower = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+    terms = x[..., None].expand(*x.shape, T).masked_fill(~lower.tril(-1), 0)  # [..., r, s] = x_r for r > s
+    return terms.cumsum(-2).masked_fill(~lower, float("-inf"))  # (..., T, T)
+
+
+def channel_segment_sums(x: torch.Tensor) -> torch.Tensor:
+    """`segment_sums` over time of per-channel log decays x (B, H, T, K): (B, H, T, T, K), [b, h, t, s, k] =
+    sum_{s < r <= t} x[b, h, r, k], -inf for s > t (channels last, as the products that use them)."""
+    T = x.shape[2]
+    lower = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+    strict = lower.tril(-1)[:, :, None]  # (T, T, 1): r > s
+    terms = x[:, :, :, None, :].expand(-1, -1, -1, T, -1).masked_fill(~strict, 0)  # [r, s] = x_r, r > s
+    return terms.cumsum(2).masked_fill(~lower[:, :, None], float("-inf"))
+
+
+def decayed_scores(q: torch.Tensor, k: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """sum_c q[b, h, t, c] k[b, h, s, c] G[b, h, t, s, c]: (B, H, T, S) scores of q (B, H, T, C) against k
+    (B, H, S, C) under per-channel decays G (B, H, T, S, C) (products and a sum: on the CPU several times
+    faster, backward included, than batched (1, C) @ (C, S) products or einsum)."""
+    return (q[:, :, :, None, :] * k[:, :, None] * G).sum(-1)
+
+
+def exclusive_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """sum_{r < t} x_r along `dim` (0 at t = 0): the inclusive cumulative sum shifted by one step."""
+    c = x.cumsum(dim).narrow(dim, 0, x.shape[dim] - 1)
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [1, 0]
+    return F.pad(c, pad)
+
+
+def suffix_sums(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """sum_{r > t} x_r along `dim` (0 at the last step): the log decay from step t to the end."""
+    c = x.flip(dim).cumsum(dim).flip(dim).narrow(dim, 1, x.shape[dim] - 1)
+    pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [0, 1]
+    return F.pad(c, pad)
+
+
+def unit_lower_solve(L: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """X with (I - L) X = rhs for strictly lower-triangular L (..., T, T) (its diagonal and upper part are
+    ignored): the delta rules' UT transform, which turns their per-step corrections into one solve."""
+    return torch.linalg.solve_triangular(-L, rhs, upper=False, unitriangular=True)

@@ -20,7 +20,18 @@ Written for grokbench after reading, not copying, fla-org/flash-linear-attention
 fla/ops/gated_delta_rule/naive.py (`naive_recurrent_gated_delta_rule`) and fla/ops/delta_rule/naive.py
 (`delta_rule_recurrence`), the references the tests compare with, and
 fla/ops/{gated_delta_rule,delta_rule}/{chunk,fused_recurrent}.py (the kernels `gated_delta_rule`
-dispatches to).
+dispatches to); for the fast form below, `delta_rule_chunkwise` in fla/ops/delta_rule/naive.py and
+fla/ops/delta_rule/wy_fast.py (the WY representation of the chunked kernels).
+
+Fast form (backend "fast"; "auto" on the CPU up to FAST_MAX_SEQ_LEN tokens), the rule in closed form over
+the whole sequence, as one chunk of fla's chunked algorithm. With the written values u_t = beta_t (v_t -
+S'^T k_t), S_t = sum_{s<=t} gamma_{ts} k_s u_s^T with gamma_{ts} = exp(sum_{s<r<=t} g_r), so
+
+    u_t + beta_t sum_{s<t} gamma_{ts} (k_t . k_s) u_s = beta_t v_t
+    o_t = scale sum_{s<=t} gamma_{ts} (q_t . k_s) u_s
+
+a unit lower-triangular system for all u_t at once (the "UT transform" behind fla's WY representation),
+then one causal product.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import functools
 
 import torch
 
-from .common import needs_grad, run
+from .common import needs_grad, run, segment_sums, unit_lower_solve
 
 GATED_KERNEL_MODULE = "fla.ops.gated_delta_rule"
 KERNEL_MODULE = "fla.ops.delta_rule"
@@ -39,6 +50,8 @@ KERNEL_MODULE = "fla.ops.delta_rule"
 # (DeltaNet layer): fused_recurrent (it has a backward) up to this length, else chunk_delta_rule, except in
 # float32, which chunk_delta_rule refuses: there the gated chunk kernel with no decay (g = 0).
 FUSED_RECURRENT_MAX_LEN = 64
+# Longest sequence `backend="auto"` runs the fast form for, where kernels do not run.
+FAST_MAX_SEQ_LEN = 128
 
 
 def gated_delta_rule(q, k, v, beta, g=None, scale=None, backend="auto") -> torch.Tensor:
@@ -52,11 +65,40 @@ def gated_delta_rule(q, k, v, beta, g=None, scale=None, backend="auto") -> torch
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale  # fla's default too
     module = KERNEL_MODULE if g is None else GATED_KERNEL_MODULE
-    return run(backend, module, _delta_rule_kernel, _delta_rule_loop, q, k, v, beta, g, scale=scale)
+    return run(
+        backend,
+        module,
+        _delta_rule_kernel,
+        _delta_rule_loop,
+        q,
+        k,
+        v,
+        beta,
+        g,
+        fast=_delta_rule_fast,
+        fast_max_len=FAST_MAX_SEQ_LEN,
+        scale=scale,
+    )
 
 
 # the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
 naive_gated_delta_rule = functools.partial(gated_delta_rule, backend="torch")
+# the closed form, whatever the device and length
+fast_gated_delta_rule = functools.partial(gated_delta_rule, backend="fast")
+
+
+def _delta_rule_fast(q, k, v, beta, g, scale: float) -> torch.Tensor:
+    q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # (B, H, T, K|V)
+    beta = beta.transpose(1, 2)[..., None]  # (B, H, T, 1)
+    T = q.shape[2]
+    if g is None:
+        decay = torch.ones(T, T, dtype=q.dtype, device=q.device).tril()  # (T, T)
+    else:
+        decay = segment_sums(g.transpose(1, 2)).exp()  # (B, H, T, T): gamma_{ts}, 0 for s > t
+    kk = (k @ k.transpose(-1, -2)) * decay  # (B, H, T, T): gamma_{ts} k_t . k_s
+    u = unit_lower_solve(-beta * kk, beta * v)  # (B, H, T, V): (I + diag(beta) tril(kk, -1)) u = beta v
+    qk = (q @ k.transpose(-1, -2)) * decay  # (B, H, T, T), causal
+    return (qk @ u * scale).transpose(1, 2)  # (B, T, H, V)
 
 
 def _delta_rule_loop(q, k, v, beta, g, scale: float) -> torch.Tensor:

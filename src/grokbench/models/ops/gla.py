@@ -15,6 +15,10 @@ Layouts: q, k, g are (B, T, H, K), v is (B, T, H, V), the output (B, T, H, V): f
 Written for grokbench after reading, not copying, fla-org/flash-linear-attention 0.6:
 fla/ops/gla/naive.py (`naive_recurrent_gla`, the reference the tests compare with) and
 fla/ops/gla/{fused_recurrent,chunk}.py (the kernels `gla` dispatches to, and their scale default).
+
+Fast form (backend "fast"; "auto" on the CPU up to FAST_MAX_SEQ_LEN tokens): the closed form over time,
+o_t = scale sum_{s<=t} (sum_k q_t k_s exp(sum_{s<r<=t} g_r)) v_s, each pair's decay computed on its own
+(common.channel_segment_sums: g has no lower bound, so exp(c_t) exp(-c_s) could overflow).
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ import functools
 
 import torch
 
-from .common import run
+from .common import channel_segment_sums, decayed_scores, run
 
 KERNEL_MODULE = "fla.ops.gla"
 
 # Longest sequence that runs fla's fused_recurrent kernel (a loop over time, with a backward); longer
 # ones run the chunk kernel. 64 is what fla.layers.gla.GatedLinearAttention uses.
 FUSED_RECURRENT_MAX_LEN = 64
+# Longest sequence `backend="auto"` runs the fast form for, where kernels do not run.
+FAST_MAX_SEQ_LEN = 8
 
 
 def gla(q, k, v, g, scale=None, backend="auto") -> torch.Tensor:
@@ -40,11 +46,31 @@ def gla(q, k, v, g, scale=None, backend="auto") -> torch.Tensor:
     tokens and chunk_gla beyond, as fla's GLA layer does.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale  # fla's default too
-    return run(backend, KERNEL_MODULE, _gla_kernel, _gla_loop, q, k, v, g, scale=scale)
+    return run(
+        backend,
+        KERNEL_MODULE,
+        _gla_kernel,
+        _gla_loop,
+        q,
+        k,
+        v,
+        g,
+        fast=_gla_fast,
+        fast_max_len=FAST_MAX_SEQ_LEN,
+        scale=scale,
+    )
 
 
 # the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
 naive_gla = functools.partial(gla, backend="torch")
+# the closed form, whatever the device and length
+fast_gla = functools.partial(gla, backend="fast")
+
+
+def _gla_fast(q, k, v, g, scale: float) -> torch.Tensor:
+    q, k, v, g = (x.transpose(1, 2) for x in (q, k, v, g))  # (B, H, T, K|V)
+    decay = channel_segment_sums(g).exp()  # (B, H, T, T, K): exp(sum_{s<r<=t} g_r), 0 for s > t
+    return (decayed_scores(q * scale, k, decay) @ v).transpose(1, 2)  # (B, T, H, V)
 
 
 def _gla_loop(q, k, v, g, scale: float) -> torch.Tensor:

@@ -15,6 +15,13 @@ Written for grokbench after reading, not copying:
 - BlinkDL/RWKV-LM, RWKV-v5/src/model.py (RWKV_Tmix_x060, RUN_CUDA_RWKV6 and its wkv6 CUDA kernel);
 - fla-org/flash-linear-attention 0.6, fla/ops/rwkv6/{fused_recurrent,chunk}.py and
   fla/ops/rwkv6/recurrent_naive.py (`naive_recurrent_rwkv6`, the reference the tests compare with).
+
+Fast form (backend "fast"; "auto" on the CPU up to FAST_MAX_SEQ_LEN tokens): the closed form over time,
+
+    o_t = scale (sum_{s<t} (sum_k r_t k_s G_{s,t-1}) v_s + (r_t . (u k_t)) v_t + (r_t G_{0,t-1})^T S_0)
+
+with G_{s,t} = exp(sum_{s<r<=t} w_r) per key channel, each pair's decay computed on its own
+(common.channel_segment_sums: w has no lower bound, so exp(c_t) exp(-c_s) could overflow).
 """
 
 from __future__ import annotations
@@ -22,15 +29,26 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 
-from ..backends import use_kernels
-from .common import compute_dtype, no_autocast, start_state
+from ..backends import use_fast, use_kernels
+from .common import (
+    channel_segment_sums,
+    compute_dtype,
+    decayed_scores,
+    exclusive_cumsum,
+    no_autocast,
+    start_state,
+    suffix_sums,
+)
 
 KERNEL_MODULE = "fla.ops.rwkv6"
 
 # Which fla kernel the dispatcher runs: "fused_recurrent" (a loop over time with its own backward, no
 # padding to a chunk: the natural choice for the ~10-token sequences of this study) or "chunk".
 KERNEL = "fused_recurrent"
+# Longest sequence `backend="auto"` runs the fast form for, where kernels do not run.
+FAST_MAX_SEQ_LEN = 10
 
 
 def rwkv6(
@@ -54,6 +72,11 @@ def rwkv6(
     dtype = compute_dtype(r, v)
     B, T, H, K = r.shape
     V = v.shape[-1]
+    if use_fast(backend, r, FAST_MAX_SEQ_LEN):
+        with no_autocast(r):
+            S0 = None if initial_state is None else initial_state.to(dtype)
+            o, S = _rwkv6_fast(*(x.to(dtype) for x in (r, k, v, w, u)), scale, S0, output_final_state)
+        return o.to(out_dtype), S
     with no_autocast(r):
         r, k, v, w, u = (x.to(dtype) for x in (r, k, v, w, u))
         decay = torch.exp(w)  # (B, T, H, K)
@@ -70,3 +93,24 @@ def rwkv6(
 
 # the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
 naive_rwkv6 = functools.partial(rwkv6, backend="torch")
+# the closed form, whatever the device and length
+fast_rwkv6 = functools.partial(rwkv6, backend="fast")
+
+
+def _rwkv6_fast(r, k, v, w, u, scale, S0, output_final_state):
+    """The closed form of the module docstring; (o (B, T, H, V), the final state or None)."""
+    r, k, v, w = (x.transpose(1, 2) for x in (r, k, v, w))  # (B, H, T, K|V)
+    G = channel_segment_sums(w).exp()  # (B, H, T, T, K): G_{s,t} at [t, s]
+    G_prev = F.pad(G[:, :, :-1], (0, 0, 0, 0, 1, 0))  # G_{s,t-1} at [t, s], 0 for s >= t
+    scores = decayed_scores(r, k, G_prev)  # (B, H, T, T), strictly causal
+    bonus = (r * u[:, None] * k).sum(-1, keepdim=True)  # (B, H, T, 1): r_t . (u k_t)
+    o = scores @ v + bonus * v
+    if S0 is not None:
+        o = o + (r * exclusive_cumsum(w, 2).exp()) @ S0
+    o = (o * scale).transpose(1, 2)  # (B, T, H, V)
+    if not output_final_state:
+        return o, None
+    S = (k * suffix_sums(w, 2).exp()).transpose(-1, -2) @ v  # (B, H, K, V)
+    if S0 is not None:
+        S = S + w.sum(2)[..., None].exp() * S0
+    return o, S

@@ -18,7 +18,25 @@ Written for grokbench after reading, not copying:
 - BlinkDL/RWKV-LM, RWKV-v7/rwkv_v7_demo.py and RWKV-v7/train_temp/src/model.py (RUN_CUDA_RWKV7g / the
   `clampw` kernel: the recurrence above with decay exp(-exp(w_raw)));
 - fla-org/flash-linear-attention 0.6, fla/ops/rwkv7/{chunk,fused_recurrent}.py and
-  fla/ops/generalized_delta_rule/dplr/naive.py (`dplr_recurrence`, the reference the tests compare with).
+  fla/ops/generalized_delta_rule/dplr/naive.py (`dplr_recurrence`, the reference the tests compare with;
+  `dplr_chunkwise` in the same file, and fla/ops/generalized_delta_rule/dplr/wy_fast_fwd.py, for the
+  closed form below: fla's chunk kernels in one chunk).
+
+Fast form (backend "fast"; "auto" on the CPU up to FAST_MAX_SEQ_LEN tokens), the recurrence in closed form
+over the whole sequence, as one chunk of fla's chunked DPLR algorithm. With u_t = S_{t-1}^T a_t (the value
+the rank-one term reads), S_t = diag(exp(w_t)) S_{t-1} + b_t u_t^T + k_t v_t^T unrolls to
+
+    S_t = diag(G_{0,t}) S_0 + sum_{s<=t} diag(G_{s,t}) (k_s v_s^T + b_s u_s^T),
+    G_{s,t} = exp(sum_{s<r<=t} w_r)
+
+so u_t = sum_{s<t} [A_ak]_{ts} v_s + [A_ab]_{ts} u_s + (a_t G_{0,t-1})^T S_0, with [A_xy]_{ts} =
+sum_k x_t y_s G_{s,t-1}: a unit lower-triangular system (I - A_ab) U = A_ak V + ..., solved at once (the
+"UT transform" of fla's WY representation), then O = scale (A_rk V + A_rb U + (r G_{0,t})^T S_0) with
+[A_ry]_{ts} = sum_k r_t y_s G_{s,t} for s <= t. The four T x T matrices are one product of (2T, K)
+matrices, the decays split as exp(c_t) exp(-c_s) with c the cumulative log decay: safe while exp(-c)
+stays far from overflow, i.e. for w >= w_lower_bound with T |w_lower_bound| <= FACTORED_MAX_LOG_DECAY; else
+(no bound given, or a longer sequence) each pair's decay is computed on its own
+(common.channel_segment_sums), a (B, H, T, T, K) tensor.
 """
 
 from __future__ import annotations
@@ -27,9 +45,20 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 
-from ..backends import use_kernels
-from .common import compute_dtype, needs_grad, no_autocast, start_state
+from ..backends import use_fast, use_kernels
+from .common import (
+    channel_segment_sums,
+    compute_dtype,
+    decayed_scores,
+    exclusive_cumsum,
+    needs_grad,
+    no_autocast,
+    start_state,
+    suffix_sums,
+    unit_lower_solve,
+)
 
 KERNEL_MODULE = "fla.ops.rwkv7"
 
@@ -44,6 +73,11 @@ RWKV7_W_LOWER_BOUND = -math.exp(-0.5)
 NO_GRAD_KERNEL = "fused_recurrent"
 # Chunk length of fla's chunk kernel; None lets fla choose (64 when the decay bound above is given).
 CHUNK_SIZE: int | None = None
+# Longest sequence `backend="auto"` runs the fast form for, where kernels do not run.
+FAST_MAX_SEQ_LEN = 64
+# Largest total log decay T |w_lower_bound| for which the fast form splits the decays as exp(c_t) exp(-c_s)
+# (exp(40) ~ 2e17, far from float32's overflow at exp(88); the split costs ~|c| float32 ulps per entry).
+FACTORED_MAX_LOG_DECAY = 40.0
 
 
 def rwkv7(
@@ -82,6 +116,12 @@ def rwkv7(
     dtype = compute_dtype(r, v)
     B, T, H, K = r.shape
     V = v.shape[-1]
+    if use_fast(backend, r, FAST_MAX_SEQ_LEN):
+        with no_autocast(r):
+            inputs = (x.to(dtype) for x in (r, w, k, v, a, b))
+            S0 = None if initial_state is None else initial_state.to(dtype)
+            o, S = _rwkv7_fast(*inputs, scale, S0, output_final_state, w_lower_bound)
+        return o.to(out_dtype), S
     with no_autocast(r):
         r, w, k, v, a, b = (x.to(dtype) for x in (r, w, k, v, a, b))
         decay = torch.exp(w)  # (B, T, H, K)
@@ -102,3 +142,42 @@ def rwkv7(
 
 # the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
 naive_rwkv7 = functools.partial(rwkv7, backend="torch")
+# the closed form, whatever the device and length
+fast_rwkv7 = functools.partial(rwkv7, backend="fast")
+
+
+def _rwkv7_fast(r, w, k, v, a, b, scale, S0, output_final_state, w_lower_bound):
+    """The closed form of the module docstring; inputs (B, T, H, K|V) in one dtype, S0 (B, H, K, V) or None.
+    Returns (o (B, T, H, V), the final state or None)."""
+    T = r.shape[1]
+    r, w, k, v, a, b = (x.transpose(1, 2) for x in (r, w, k, v, a, b))  # (B, H, T, K|V)
+    c = w.cumsum(2)  # (B, H, T, K): log G_{0,t}
+    c_prev = exclusive_cumsum(w, 2)  # log G_{0,t-1}
+    if w_lower_bound is not None and T * -w_lower_bound <= FACTORED_MAX_LOG_DECAY:
+        grow = torch.exp(-c)
+        x = torch.cat((r * c.exp(), a * c_prev.exp()), dim=2)  # (B, H, 2T, K)
+        y = torch.cat((k * grow, b * grow), dim=2)  # (B, H, 2T, K)
+        M = x @ y.transpose(-1, -2)  # (B, H, 2T, 2T): [[A_rk, A_rb], [A_ak, A_ab]], unmasked
+        lower = torch.ones(T, T, dtype=torch.bool, device=r.device).tril()
+        A_rk, A_rb = (m.masked_fill(~lower, 0) for m in M[..., :T, :].split(T, dim=-1))
+        A_ak, A_ab = (m.tril(-1) for m in M[..., T:, :].split(T, dim=-1))
+    else:
+        G = channel_segment_sums(w).exp()  # (B, H, T, T, K): G_{s,t} at [t, s]
+        G_prev = F.pad(G[:, :, :-1], (0, 0, 0, 0, 1, 0))  # G_{s,t-1} at [t, s], 0 for s >= t
+        A_rk, A_rb = (decayed_scores(r, y, G) for y in (k, b))
+        A_ak, A_ab = (decayed_scores(a, y, G_prev) for y in (k, b))
+    rhs = A_ak @ v  # (B, H, T, V)
+    if S0 is not None:
+        rhs = rhs + (a * c_prev.exp()) @ S0
+    u = unit_lower_solve(A_ab, rhs)  # (B, H, T, V): u_t = S_{t-1}^T a_t
+    o = A_rk @ v + A_rb @ u
+    if S0 is not None:
+        o = o + (r * c.exp()) @ S0
+    o = (o * scale).transpose(1, 2)  # (B, T, H, V)
+    if not output_final_state:
+        return o, None
+    to_end = suffix_sums(w, 2).exp()  # (B, H, T, K): G_{t,T}
+    S = (k * to_end).transpose(-1, -2) @ v + (b * to_end).transpose(-1, -2) @ u  # (B, H, K, V)
+    if S0 is not None:
+        S = S + c[:, :, -1, :, None].exp() * S0
+    return o, S

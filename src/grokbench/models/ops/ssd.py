@@ -14,6 +14,9 @@ Written for grokbench after reading, not copying, state-spaces/mamba's `ssd_mini
 (models/mamba2/modeling_mamba2.py). `ssd` dispatches to mamba-ssm's Triton kernel
 `mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined`, whose layout is the one used here:
 x (B, T, H, P); dt (B, T, H); A (H,); B, C (B, T, G, N); D (H,) or (H, P); dt_bias (H,).
+
+Fast form (backend "fast"; "auto" on the CPU up to FAST_MAX_SEQ_LEN tokens): that masked attention over the
+whole sequence, one chunk of ssd_minimal.py's algorithm, with the decay mask from common.segment_sums.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import functools
 
 import torch
 
-from .common import compute_dtype, time_step, use_mamba_kernel
+from ..backends import use_fast
+from .common import compute_dtype, no_autocast, segment_sums, time_step, use_mamba_kernel
 
 KERNEL_MODULE = "mamba_ssm.ops.triton.ssd_combined"
+# Longest sequence `backend="auto"` runs the fast form for, where kernels do not run.
+FAST_MAX_SEQ_LEN = 128
 
 
 def ssd(
@@ -32,7 +38,9 @@ def ssd(
 ) -> torch.Tensor:
     """The recurrence above, (B, T, H, P) in x's dtype.
 
-    The PyTorch loop has only elementwise ops and sums: bf16 autocast leaves them in full precision.
+    The PyTorch loop runs in float32 (float64 for float64 x) except, under bf16 autocast, its per-step
+    contraction with C, an einsum that autocast runs as a bfloat16 bmm; the fast form runs with autocast
+    off, all of it in float32.
     mamba-ssm's chunked Triton kernel computes in float32 internally from x, B, C of one floating type
     (common.use_mamba_kernel: no float64); `chunk_size` only sets its tiling.
     """
@@ -44,6 +52,9 @@ def ssd(
     G, N = B.shape[2], B.shape[3]
     if H % G:
         raise ValueError(f"{H} heads cannot be split into {G} groups")
+    if use_fast(backend, x, FAST_MAX_SEQ_LEN):
+        with no_autocast(x):
+            return _ssd_fast(x.to(f), dt.to(f), A.to(f), B.to(f), C.to(f), D, dt_bias, dt_softplus).to(dtype)
     x, dt, A = x.to(f), dt.to(f), A.to(f)
     B = B.to(f).repeat_interleave(H // G, dim=2)  # (B, T, H, N): head h reads group h // (H / G)
     C = C.to(f).repeat_interleave(H // G, dim=2)  # (B, T, H, N)
@@ -65,6 +76,24 @@ def ssd(
 
 # the loop over time, whatever the device and dtype (the reference of the tests)
 naive_ssd = functools.partial(ssd, backend="torch")
+# the masked-attention form, whatever the device and length
+fast_ssd = functools.partial(ssd, backend="fast")
+
+
+def _ssd_fast(x, dt, A, B, C, D, dt_bias, dt_softplus: bool) -> torch.Tensor:
+    """y = (L o C B^T) (Δ x) + D x (module docstring), inputs in one dtype; (B, T, H, P)."""
+    batch, T, H, P = x.shape
+    G = B.shape[2]
+    dt = time_step(dt, dt_bias, dt_softplus)  # (B, T, H)
+    L = segment_sums((dt * A).transpose(1, 2)).exp()  # (B, H, T, T): exp(A sum_{s<r<=t} Δ_r), 0 for s > t
+    CB = C.transpose(1, 2) @ B.permute(0, 2, 3, 1)  # (B, G, T, T): C_t . B_s per group
+    M = L.view(batch, G, H // G, T, T) * CB[:, :, None]  # (B, G, H / G, T, T): head h in group h // (H / G)
+    dtx = (dt[..., None] * x).transpose(1, 2)  # (B, H, T, P): Δ x
+    y = (M.view(batch, H, T, T) @ dtx).transpose(1, 2)  # (B, T, H, P)
+    if D is not None:
+        D = D.to(x.dtype)
+        y = y + x * (D[:, None] if D.dim() == 1 else D)
+    return y
 
 
 def _ssd_kernel(x, dt, A, B, C, D, dt_bias, dt_softplus: bool, chunk_size: int) -> torch.Tensor:
