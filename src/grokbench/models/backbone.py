@@ -13,11 +13,16 @@ study live here once, so they compose with any family where they make sense:
   residual branch after every block: softmax(norm(x) K^T / sqrt(d)) V with `kv_memory` learned slots
   (the persistent-memory layer of Sukhbaatar et al. 2019; cf. `--add_memory` in the anchor repository
   OSU-NLP-Group/GrokkedTransformer).
+
+`Backbone.hidden_states` gives the residual stream after the embedding and after every block application,
+at the input positions, for any family and variant, and replaces chosen positions of one layer (activation
+patching); `grokbench.mech` builds the logit lens, linear probes and causal tracing on it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 SHARE_MODES = ("none", "all", "mlp")
+
+Visit = Callable[[int, torch.Tensor], torch.Tensor]  # (layer, state (B, m + T, C)) -> the state to go on with
+# layer -> (mask (T,) or (B, T) bool, values (B, T, C)): see Backbone.hidden_states
+Patch = Mapping[int, tuple[torch.Tensor, torch.Tensor]]
 
 
 def check_at_least(config, minimum: int, *names: str, note: str = "") -> None:
@@ -136,15 +145,24 @@ class Backbone(nn.Module):
     # --- the shared forward -----------------------------------------------------------------
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: (B, T) token ids with T <= block_size. Returns logits (B, T, vocab_size)."""
+        return self.head(self._trunk(idx)[:, self.config.memory_tokens :])  # (B, T, V)
+
+    def _trunk(self, idx: torch.Tensor, visit: Visit | None = None) -> torch.Tensor:
+        """Embedding and blocks: the final residual stream (B, m + T, C), memory tokens included.
+
+        `visit(layer, x)`, if given, sees each hidden state (numbered as in `hidden_states`) and returns
+        the tensor the forward goes on with (itself, or a patched copy)."""
         B, T = idx.shape
         if self.config.block_size < T:  # a shape check: no graph break under torch.compile
             raise ValueError(f"sequence length {T} > block_size {self.config.block_size}")
         x = self.embed(idx)  # (B, T, C)
-        m = self.config.memory_tokens
         if self.memory is not None:
             x = torch.cat([self.memory.expand(B, -1, -1), x], dim=1)  # (B, m + T, C)
         x = self.add_positions(x)
+        if visit is not None:
+            x = visit(0, x)
         x0 = x
+        layer = 0
         for loop in range(self.config.loops):
             if loop and self.config.reinject:
                 x = x + x0
@@ -152,7 +170,62 @@ class Backbone(nn.Module):
                 x = block(x)  # (B, m + T, C)
                 if self.kv_memory is not None:
                     x = x + self.kv_memory(x)
-        return self.head(x[:, m:])  # (B, T, V)
+                layer += 1
+                if visit is not None:
+                    x = visit(layer, x)
+        return x
+
+    # --- the residual stream, for probes and patching (grokbench.mech) ------------------------
+    @property
+    def n_hidden(self) -> int:
+        """How many hidden states `hidden_states` returns: 1 + n_layer * loops."""
+        return 1 + self.config.n_layer * self.config.loops
+
+    def hidden_states(self, idx: torch.Tensor, patch: Patch | None = None) -> list[torch.Tensor]:
+        """The residual stream of every family, (B, T, C) per layer: a list of `n_hidden` tensors.
+
+        Layer 0 is the input to the first block (`embed`, for RWKV after `ln0`, plus GPT's absolute
+        positions); layer l >= 1 is the output of the l-th block *application* (with the kv-memory read
+        added after it when `kv_memory` > 0). With `loops` = k the stack is applied k times, so layer l
+        is block (l - 1) % n_layer of pass (l - 1) // n_layer; with share="all" every layer is the same
+        block at a new depth (share="mlp": own mixers, one MLP). Positions are the input tokens' 0..T-1: the
+        `memory_tokens` positions before them are left out (in these causal models they depend on no
+        input token, so they are the same in every run) and are never patched.
+        `self.head(states[-1])` is exactly `self(idx)`; `self.head(states[l])` is the logit lens.
+
+        `patch` maps a layer to (mask, values): mask (T,) or (B, T) bool, values (B, T, C); that layer's
+        state is replaced by `values` where mask is true before the forward goes on (activation
+        patching), and the returned state is the patched one.
+
+        The residual stream is not all a block passes on in two cases, which patching leaves in the
+        patched run's own values: with `reinject`, the layer-0 state is added again before every later
+        pass (a patch at layer 0 is re-injected, a patch at a later layer is not); RWKV-7's v_first
+        (the values of its first time-mix, read by every later one) comes from block 0 of the first
+        pass. Everywhere else the state at layer l, all positions, determines everything after it.
+        """
+        B, T = idx.shape
+        m = self.config.memory_tokens
+        patch = dict(patch or {})
+        for layer, (mask, values) in patch.items():
+            if not 0 <= layer < self.n_hidden:
+                raise ValueError(f"patch: layer {layer} not in 0..{self.n_hidden - 1}")
+            if mask.dtype != torch.bool or mask.shape not in ((T,), (B, T)):
+                raise ValueError(f"patch: layer {layer}: mask must be bool ({T},) or ({B}, {T})")
+            if values.shape != (B, T, self.config.d_model):
+                raise ValueError(f"patch: layer {layer}: values must be ({B}, {T}, {self.config.d_model})")
+        states: list[torch.Tensor] = []
+
+        def visit(layer: int, x: torch.Tensor) -> torch.Tensor:
+            if layer in patch:
+                mask, values = patch[layer]
+                keep = mask.to(x.device).expand(B, T)[..., None]
+                mixed = torch.where(keep, values.to(device=x.device, dtype=x.dtype), x[:, m:])
+                x = torch.cat([x[:, :m], mixed], dim=1) if m else mixed
+            states.append(x[:, m:])
+            return x
+
+        self._trunk(idx, visit)
+        return states
 
     def num_params(self) -> int:
         """Parameters, each shared tensor counted once."""
