@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/mech.smk"
 include: "workflow/rules/crate.smk"
 
 
@@ -27,3 +28,4 @@ rule all:
         summary_outputs(),
         claims_outputs(),
         figure_outputs(),
+        mech_outputs(),

@@ -158,6 +158,11 @@ def cmd_plot(args) -> None:
     summary = pd.read_parquet(args.summary)
     if args.figure == "sweep":
         plots.plot_sweep(summary, args.spec, args.pdf, args.png)
+    elif args.figure == "weight_norms":
+        if not args.norms:
+            raise ValueError("plot weight_norms needs --norms (the runs' weight-norm tables)")
+        norms = pd.concat([pd.read_parquet(p) for p in args.norms], ignore_index=True)
+        plots.plot_weight_norms(summary, norms, args.pdf, args.png)
     else:
         figure = {
             "curves": plots.plot_curves,
@@ -167,8 +172,51 @@ def cmd_plot(args) -> None:
         figure(summary, args.pdf, args.png)
     if args.provenance:
         inputs = [args.summary, *(Path(d) / "metrics.parquet" for d in summary["run_dir"])]
+        inputs += args.norms if args.figure == "weight_norms" else []
         config = {"figure": args.figure, "spec": args.spec}
         write_record("plots", args.provenance, config, inputs, [args.pdf, args.png], started)
+
+
+def cmd_weight_norms(args) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from . import provenance
+    from .io import atomic_path
+    from .mech.weights import inputs, weight_norms
+
+    started = provenance.now()
+    table = weight_norms(args.run_dir)
+    with atomic_path(args.out) as tmp:
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+    if args.provenance:
+        write_record("weight_norms", args.provenance, {"run_dir": str(args.run_dir)}, inputs(args.run_dir),
+                     [args.out], started)  # fmt: skip
+    total = table[table["level"] == "total"]
+    print(f"{args.out}: {total['step'].nunique()} checkpoints, {len(table)} rows; total norm "
+          f"{total['norm'].iloc[0]:.3g} at step {total['step'].iloc[0]} -> {total['norm'].iloc[-1]:.3g} at "
+          f"step {total['step'].iloc[-1]}")  # fmt: skip
+
+
+def cmd_mech(args) -> None:
+    from . import provenance
+    from .mech.analyze import analyze_checkpoint, analyze_run, checkpoint_files, write_tables
+
+    started = provenance.now()
+    options = dict(max_facts=args.max_facts, heldout_fraction=args.heldout_fraction,
+                   probe_method=args.probe_method, seed=args.seed, batch_size=args.batch_size)  # fmt: skip
+    if args.checkpoint is not None:
+        files = [args.checkpoint]
+        tables = analyze_checkpoint(args.checkpoint, args.data, device=args.device, **options)
+    else:
+        files = checkpoint_files(args.run_dir)
+        tables = analyze_run(args.run_dir, args.data, device=args.device, **options)
+    outputs = write_tables(tables, args.out_dir)
+    if args.provenance:
+        source = {"checkpoint": str(args.checkpoint)} if args.checkpoint else {"run_dir": str(args.run_dir)}
+        write_record("mech", args.provenance, {**source, **options}, [args.data, *files], outputs, started)
+    rows = ", ".join(f"{name} {len(df)} rows" for name, df in tables.items())
+    print(f"{args.out_dir}: {len(files)} checkpoint(s); {rows}")
 
 
 def cmd_audit(args) -> int:
@@ -221,6 +269,18 @@ def cmd_plan(args) -> None:
     for source in df["throughput"].unique():
         print(f"throughput: {source}")
     print(f"\ntotal: {df['gpu_hours'].sum():.1f} GPU-hours, {int(df['slots'].sum())} job slots")
+
+
+def cmd_status(args) -> None:
+    from . import study
+    from .status import show
+
+    config = None
+    if args.configfile is not None or Path("config.yaml").is_file():
+        config = study.load(args.configfile or Path("config.yaml"))
+    name = str(args.configfile or ("config.yaml" if config else args.results))
+    results = args.results or Path(config["results"] if config else "results")
+    show(results, config, name, args.stale, args.watch)
 
 
 def cmd_bench_backends(args) -> None:
@@ -390,14 +450,79 @@ def parser() -> argparse.ArgumentParser:
         sub, "plot", cmd_plot, "render one figure from the summary",
         "curves: accuracy per split vs step, a panel per cell; grokking: steps to memorize vs to "
         "generalize; survival: Kaplan-Meier fraction generalized OOD by step; sweep: steps to a threshold "
-        "vs a swept setting (--spec as in the config's sweeps). Writes PDF and PNG.",
+        "vs a swept setting (--spec as in the config's sweeps); weight_norms: weight norm (total and per "
+        "module group) vs step at the runs' checkpoints, transitions marked (--norms from `weight-norms`). "
+        "Writes PDF and PNG.",
         "python -m grokbench plot curves --summary results/summary/summary.parquet --pdf c.pdf --png c.png",
     )  # fmt: skip
-    s.add_argument("figure", choices=["curves", "grokking", "survival", "sweep"], help="which figure")
+    s.add_argument(
+        "figure", choices=["curves", "grokking", "survival", "sweep", "weight_norms"], help="which figure"
+    )
     s.add_argument("--spec", type=_json, default={}, help="sweep figure: x, y, hue, filters (JSON)")
+    s.add_argument(
+        "--norms",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="weight_norms figure only: the runs' weight_norms.parquet tables (from `weight-norms`)",
+    )
     s.add_argument("--summary", required=True, type=Path, help="the summary (Parquet) from `analyze`")
     s.add_argument("--pdf", required=True, type=Path, help="the figure as PDF")
     s.add_argument("--png", required=True, type=Path, help="the figure as PNG")
+    s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")
+
+    s = command(
+        sub, "weight-norms", cmd_weight_norms, "weight norms of one run at each of its checkpoints (Parquet)",
+        "Reads the checkpoints a run kept (training `checkpoints`; grokbench/train/checkpoints.py), listed "
+        "in its run.json, checks each file's sha256 against the list, and writes one row per checkpoint "
+        "and module, top-level module group and total: step, reason, level, module, group, L2 norm, number "
+        "of parameters, with the run's identity (run_id, dataset, model, training, seed, family). "
+        "Parameters only (no buffers), a tied or shared one counted once. grokbench/mech/weights.py.",
+        "python -m grokbench weight-norms --run-dir results/runs/a/gpt/default/seed0 "
+        "--out results/mech/a/gpt/default/seed0/weight_norms.parquet",
+    )  # fmt: skip
+    s.add_argument(
+        "--run-dir",
+        required=True,
+        type=Path,
+        help="the run's folder, with run.json and checkpoints/ (from `train` with checkpoints on)",
+    )
+    s.add_argument("--out", required=True, type=Path, help="the table to write (.parquet)")
+    s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")
+
+    s = command(
+        sub, "mech", cmd_mech, "logit lens, linear probes and causal tracing of a checkpoint or of a run",
+        "Rebuilds the model of a weights file (model.pt or a checkpoint, {model, model_spec, step}) for the "
+        "dataset and writes three tables into OUT_DIR: logit_lens.parquet (probability and rank of the "
+        "answer, and for composition of the bridge entity, read off every layer and input position through "
+        "the final norm and head), probes.parquet (logistic-regression probes per layer decoding an "
+        "entity's attribute value (comparison) or the bridge entity (composition), fitted on ID entities, "
+        "scored on held-out ID and OOD ones, with a shuffled-label control) and tracing.parquet (activation "
+        "patching: one entity corrupted, one layer x position restored from the clean run, recovery of the "
+        "answer). Layer 0 is the embedding, layer l the output of the l-th block application. With "
+        "--run-dir, every checkpoint its run.json lists (else model.pt), a row per checkpoint and `step`. "
+        "grokbench/mech/.",
+        "python -m grokbench mech --data results/data/a.parquet --run-dir results/runs/a/gpt/default/seed0 "
+        "--out-dir results/mech/a/gpt/default/seed0",
+    )  # fmt: skip
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", type=Path, help="one weights file (model.pt or checkpoints/step*.pt)")
+    what.add_argument("--run-dir", type=Path, help="a run folder: its checkpoints (run.json), else model.pt")
+    s.add_argument("--data", required=True, type=Path, help="the dataset the run trained on (.parquet)")
+    s.add_argument("--out-dir", required=True, type=Path, help="folder for logit_lens/probes/tracing.parquet")
+    s.add_argument("--max-facts", type=int, default=256,
+                   help="inferred facts per split (train, test ID, test OOD) for the lens and tracing, drawn "
+                   "with --seed (default: 256)")  # fmt: skip
+    s.add_argument("--heldout-fraction", type=float, default=0.2,
+                   help="share of the ID entities held out from the probes' fit (default: 0.2)")  # fmt: skip
+    s.add_argument("--probe-method", choices=["auto", "logistic", "ridge"], default="auto",
+                   help="probe fit: logistic (L-BFGS), ridge (closed form), auto: logistic up to 64 classes "
+                   "(default: auto)")  # fmt: skip
+    s.add_argument(
+        "--seed", type=int, default=0, help="of the facts, held-out entities, corruptions (default: 0)"
+    )
+    s.add_argument("--device", default="cpu", help="torch device for the forwards (default: cpu)")
+    s.add_argument("--batch-size", type=int, default=256, help="inputs per forward (default: 256)")
     s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")
 
     s = command(
@@ -447,6 +572,51 @@ def parser() -> argparse.ArgumentParser:
         "several slots, each resuming the last",
     )
     s.set_defaults(func=cmd_plan)
+
+    s = command(
+        sub, "status", cmd_status, "every run of a study: its state, step, accuracies so far, time left",
+        "One line per run of the study's grid (and per run folder found under RESULTS/runs that the study "
+        "does not name): pending, training, stopped (state saved by a stop signal; resumes when rerun), "
+        "done (stopped early included), diverged or failed; step of total; latest train / ID / OOD "
+        "accuracy (the analysis section's splits); the steps at which it memorized and generalized ID / "
+        "OOD so far (its thresholds); steps per second and time left. Then how many runs are in each "
+        "state. Read from files only, so it works on a cluster's shared filesystem, during a study and "
+        "after it: run.json (done, diverged), the live progress.json each training process rewrites "
+        "after every evaluation and at least every 30 s (deleted once the run's outputs are written), and "
+        "the Snakemake log RESULTS/logs/train/<run_id>.log. A run is failed when progress.json says its "
+        "process ended on an error, when its log ends with a traceback written after progress.json's last "
+        "update, or when progress.json has not been updated for --stale seconds (the process was killed; "
+        "a Snakemake retry resumes it and it shows as training again). grokbench/status.py.",
+        "python -m grokbench status --configfile config/paper.yaml --watch 30",
+    )  # fmt: skip
+    s.add_argument(
+        "results",
+        nargs="?",
+        type=Path,
+        help="the study's results folder (default: the config's `results`, else ./results)",
+    )
+    s.add_argument(
+        "--configfile",
+        type=Path,
+        help="the study config (YAML) whose runs to list (default: ./config.yaml where there is one; "
+        "without a config, only the runs found under RESULTS/runs)",
+    )
+    s.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=10.0,
+        metavar="SECONDS",
+        help="redraw every SECONDS (10 if none given) until interrupted with Ctrl-C (default: print once)",
+    )
+    s.add_argument(
+        "--stale",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a training run whose progress.json has not been updated for this long is taken as failed "
+        "(killed)",
+    )
 
     s = command(
         sub, "bench-backends", cmd_bench_backends, "time each family's training step per backend",

@@ -221,6 +221,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
                 block["training"] = _expand_hparams(config, block["training"], block.pop("hparams"), i)
         for name, spec in config["training"].items():
             _check_early_stop(TrainConfig.from_dict(spec), analysis, f"config.training.{name}.early_stop")
+            _check_checkpoints(TrainConfig.from_dict(spec), analysis, f"config.training.{name}.checkpoints")
         grid = cells(config)
         _check_sweeps(config, grid)
         check_claims(config, grid, summary_columns(config))
@@ -333,6 +334,20 @@ def _check_early_stop(cfg: TrainConfig, analysis: AnalysisConfig, where: str) ->
         return
     for key in ("memorization_split", "memorization_threshold", "ood_split", "threshold", "tolerance"):
         mine, theirs = getattr(cfg.early_stop, key), getattr(analysis, key)
+        if mine != theirs:
+            raise ValueError(
+                f"{where}.{key}={mine!r}: must equal config.analysis.{key} ({theirs!r}); set it to {theirs!r}"
+            )
+
+
+def _check_checkpoints(cfg: TrainConfig, analysis: AnalysisConfig, where: str) -> None:
+    """Transition checkpoints are taken at the analysis's memorization / ID / OOD generalization steps,
+    detected with its own splits, thresholds and tolerance (grokbench.train.checkpoints)."""
+    if cfg.checkpoints is None:
+        return
+    keys = ("memorization_split", "memorization_threshold", "id_split", "ood_split", "threshold", "tolerance")
+    for key in keys:
+        mine, theirs = getattr(cfg.checkpoints, key), getattr(analysis, key)
         if mine != theirs:
             raise ValueError(
                 f"{where}.{key}={mine!r}: must equal config.analysis.{key} ({theirs!r}); set it to {theirs!r}"

@@ -51,3 +51,23 @@ def test_survival_is_a_fixed_figure_with_a_caption():
 
     assert "survival" in FIGURES
     assert (Path(__file__).parents[2] / "workflow" / "report" / "survival.rst").exists()
+
+
+def test_grokking_figure_marks_the_budget_and_keeps_seeds_apart(tmp_path, monkeypatch):
+    """The vertical line is the training budget (the longest final step), not a point between it and the
+    "never" markers; the seeds of a cell never share a position, even with equal steps."""
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, pdf, png: figures.append(fig))
+    rows = [{"dataset": "d", "model": m, "training": "default", "seed": seed, "final_step": 6000,
+             "memorization_step": 1000, "id_generalization_step": 500,
+             "ood_generalization_step": None if m == "rwkv" else 2000}
+            for m in ("gpt", "rwkv") for seed in (0, 1, 2)]  # fmt: skip
+    summary = pd.DataFrame(rows).astype({"ood_generalization_step": "Int64"})
+    plots.plot_grokking(summary, tmp_path / "g.pdf", tmp_path / "g.png")
+    ax = figures[0].axes[0]
+    vertical = [line.get_xdata()[0] for line in ax.get_lines()]
+    assert vertical == [6000]
+    points = [tuple(p) for c in ax.collections for p in c.get_offsets()]
+    assert len(points) == len(summary) * 3 == len(set(points))
+    never = [x for x, _ in points if x > 6000]
+    assert len(never) == 3  # rwkv's OOD, one per seed

@@ -19,6 +19,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 from grokbench import grid, study  # noqa: E402
 from grokbench.report import FIGURES  # noqa: E402
 from grokbench.provenance import code_fingerprint  # noqa: E402
+from grokbench.train.config import TrainConfig  # noqa: E402
 
 
 def load_study():
@@ -87,3 +88,20 @@ def figure_specs():
 
 def figure_outputs():
     return expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=list(figure_specs()), ext=["pdf", "png"])
+
+
+# Runs that keep checkpoints (a training setting's `checkpoints`) and their outputs (mech.smk).
+CHECKPOINTED = [
+    c for c in CELLS if TrainConfig.from_dict(config["training"][c.training]).checkpoints is not None
+]
+
+
+def weight_norm_tables():
+    return [f"{RESULTS}/mech/{c.run_id}/weight_norms.parquet" for c in CHECKPOINTED]
+
+
+def mech_outputs():
+    """The weight_norms figure (and so every run's table) if some run keeps checkpoints, else nothing."""
+    if not CHECKPOINTED:
+        return []
+    return expand(f"{RESULTS}/figures/weight_norms.{{ext}}", ext=["pdf", "png"])

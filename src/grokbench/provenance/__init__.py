@@ -37,6 +37,10 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
         "grid.py",
     ),
     "plots": ("report/plots.py", "report/survival.py"),
+    # a run's checkpoints -> its weight-norm table (the models: which tensors are parameters, their groups)
+    "weight_norms": ("mech/weights.py", "train/checkpoints.py", "models", "io.py", "curves.py"),
+    # a checkpoint (or a run's checkpoints) and its dataset -> logit lens, probes, tracing tables
+    "mech": ("mech", "models", "tasks", "io.py", "params.py"),
 }
 
 PACKAGES = (

@@ -28,7 +28,10 @@ def record_path(path: Path) -> Path | None:
     """The provenance record that describes `path` (None if there is none)."""
     if path.name == RUN_RECORD or path.name.endswith(".provenance.json"):
         return path
-    for candidate in (path.with_name(f"{path.stem}.provenance.json"), path.with_name(RUN_RECORD)):
+    candidates = [path.with_name(f"{path.stem}.provenance.json"), path.with_name(RUN_RECORD)]
+    if path.parent.name == "checkpoints":  # a run's weights across training (grokbench.train.checkpoints)
+        candidates.append(path.parent.with_name(RUN_RECORD))
+    for candidate in candidates:
         if candidate.exists():
             return candidate
     return None

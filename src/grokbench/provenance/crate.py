@@ -53,7 +53,8 @@ WORKFLOW_RUN_CONTEXT = "https://w3id.org/ro/terms/workflow-run/context"
 NO_LICENSE = "No license stated: ask the study's authors before reusing it (grokbench crate --license)."
 
 # stage of a record -> the `python -m grokbench` command that ran it and the Snakemake rule(s)
-COMMANDS = {"data": "data", "train": "train", "analysis": "analyze", "claims": "claims", "plots": "plot"}
+COMMANDS = {"data": "data", "train": "train", "analysis": "analyze", "claims": "claims", "plots": "plot",
+            "weight_norms": "weight-norms"}  # fmt: skip
 STEP_ORDER = ("dataset", "train", "summary", "claims", "figure")
 
 MEDIA_TYPES = {

@@ -1,12 +1,15 @@
 """Paper-ready figures: one theme, a colorblind-safe palette, single-column width, log-scaled steps.
 
-- `plot_curves`: accuracy vs training step per split, one panel per (dataset, model, training) cell,
-  one line per seed, with each seed's memorization (dotted) and OOD generalization (dashed) steps marked.
-- `plot_grokking`: steps to memorize vs steps to generalize (ID and OOD) for every run; runs that never
-  reached a threshold are drawn as open markers at the right edge, labelled "never".
+- `plot_curves`: accuracy and loss vs training step per split, one row per (dataset, model, training)
+  cell, one line per seed, with each seed's memorization (dotted) and OOD generalization (dashed) steps.
+- `plot_grokking`: steps to memorize and to generalize (ID and OOD) for every run, a marker per seed;
+  runs that never reached a threshold are open markers right of the training budget's line.
 - `plot_survival`: Kaplan-Meier estimate (lifelines, grokbench.report.survival) of the fraction of runs
   generalized OOD by each step, one panel per dataset, one curve per model (and training setting), with
   95% bands and a tick per censored run (never reached the threshold within its final step).
+- `plot_weight_norms`: weight norm (total and per top-level module group, grokbench.mech.weights) vs step
+  at a run's checkpoints, one panel per cell, one line per seed, memorization and OOD generalization
+  steps marked; only for studies that keep checkpoints (training `checkpoints`).
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ def load_curves(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_curves(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    """Per cell (one row): accuracy (left) and loss (right, log) vs step per split, one line per seed, each
+    seed's memorization (dotted) and OOD generalization (dashed) steps marked on both panels."""
     set_theme()
     curves = load_curves(summary)
     curves = curves[curves["split"].isin(SPLIT_LABELS) & (curves["step"] > 0)].copy()
@@ -82,37 +87,24 @@ def plot_curves(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None
     order = [v for v in SPLIT_LABELS.values() if v in set(curves["split"])]
     palette = dict(zip(SPLIT_LABELS.values(), sns.color_palette("colorblind")))
     cells = list(dict.fromkeys(curves["cell"]))
-    ncol = min(2, len(cells))
-    nrow = math.ceil(len(cells) / ncol)
     fig, axes = plt.subplots(
-        nrow, ncol, figsize=(COLUMN_WIDTH * ncol, 2.2 * nrow), squeeze=False, sharey=True
+        len(cells), 2, figsize=(COLUMN_WIDTH * 2, 2.0 * len(cells)), squeeze=False, sharex=True
     )
-    for ax, cell in zip(axes.flat, cells):
+    for (acc_ax, loss_ax), cell in zip(axes, cells):
         data = curves[curves["cell"] == cell]
-        sns.lineplot(
-            data=data,
-            x="step",
-            y="accuracy",
-            hue="split",
-            hue_order=order,
-            palette=palette,
-            units="seed",
-            estimator=None,
-            lw=1,
-            alpha=0.85,
-            ax=ax,
-            legend=False,
-        )
         runs = summary[summary.apply(cell_label, axis=1) == cell]
-        for _, r in runs.iterrows():
-            if pd.notna(r["memorization_step"]) and r["memorization_step"] > 0:
-                ax.axvline(r["memorization_step"], color=palette["train inferred"], ls=":", lw=0.8)
-            if pd.notna(r["ood_generalization_step"]) and r["ood_generalization_step"] > 0:
-                ax.axvline(r["ood_generalization_step"], color=palette["test OOD"], ls="--", lw=0.8)
-        ax.set(xscale="log", ylim=(-0.02, 1.02), title=cell, xlabel="training step")
-        ax.title.set_fontsize(8)
-    for ax in list(axes.flat)[len(cells) :]:
-        ax.set_visible(False)
+        for ax, y in ((acc_ax, "accuracy"), (loss_ax, "loss")):
+            sns.lineplot(data=data, x="step", y=y, hue="split", hue_order=order, palette=palette,
+                         units="seed", estimator=None, lw=1, alpha=0.85, ax=ax, legend=False)  # fmt: skip
+            for _, r in runs.iterrows():
+                if pd.notna(r["memorization_step"]) and r["memorization_step"] > 0:
+                    ax.axvline(r["memorization_step"], color=palette["train inferred"], ls=":", lw=0.8)
+                if pd.notna(r["ood_generalization_step"]) and r["ood_generalization_step"] > 0:
+                    ax.axvline(r["ood_generalization_step"], color=palette["test OOD"], ls="--", lw=0.8)
+            ax.set(xscale="log", xlabel="training step")
+        acc_ax.set(ylim=(-0.02, 1.02))
+        loss_ax.set(yscale="log", ylabel="loss (log)")
+        acc_ax.set_title(cell, fontsize=8, loc="left")
     handles = [Line2D([], [], color=palette[name], lw=1.2, label=name) for name in order]
     handles += [
         Line2D([], [], color="0.3", ls=":", lw=0.8, label="memorized"),
@@ -120,50 +112,66 @@ def plot_curves(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None
     ]
     fig.tight_layout()
     fig.legend(
-        handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False, fontsize=7
+        handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False, fontsize=7
     )
     save(fig, pdf, png)
 
 
+SEED_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def plot_grokking(summary: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    """Steps to memorize and to generalize (ID, OOD) per run: one row per cell, colour = event, marker =
+    seed (seeds of a cell side by side, so none hides another); the dashed line is the training budget
+    (the longest run's final step), and open markers right of it are runs that never reached that event."""
     set_theme()
     cells = list(dict.fromkeys(summary.apply(cell_label, axis=1)))
-    right = max(float(summary["final_step"].max()), 1.0) * 2.0  # where "never" markers sit
+    budget = max(float(summary["final_step"].max()), 1.0)
+    right = budget * 2.0  # where "never" markers sit
     palette = dict(zip(EVENTS.values(), sns.color_palette("colorblind")[2:5]))
-    offsets = dict(zip(EVENTS.values(), (-0.25, 0.0, 0.25)))
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.9 + 0.45 * len(cells)))
+    offsets = dict(zip(EVENTS.values(), (-0.27, 0.0, 0.27)))
+    seeds = sorted(summary["seed"].unique())
+    marker = {s: SEED_MARKERS[i % len(SEED_MARKERS)] for i, s in enumerate(seeds)}
+    spread = 0.16 / max(len(seeds) - 1, 1)  # seeds of one cell and event, spread within its band
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.9 + 0.5 * len(cells)))
     for _, r in summary.iterrows():
-        y = cells.index(cell_label(r))
+        y = cells.index(cell_label(r)) + (seeds.index(r["seed"]) - (len(seeds) - 1) / 2) * spread
         for column, event in EVENTS.items():
             step = r[column]
             never = pd.isna(step)
             ax.scatter(
                 right if never else max(float(step), 1.0),
                 y + offsets[event],
-                s=22,
-                marker="o",
+                s=18,
+                marker=marker[r["seed"]],
                 facecolors="none" if never else palette[event],
                 edgecolors=palette[event],
+                linewidths=0.8,
                 alpha=0.9,
                 zorder=3,
             )
-    ax.axvline(right / 1.4, color="0.75", lw=0.6)
+    ax.axvline(budget, color="0.55", ls="--", lw=0.7)
+    ax.annotate(f"budget\n{budget:,.0f}", (budget, 0), xycoords=("data", "axes fraction"),
+                xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom", fontsize=6,
+                color="0.4")  # fmt: skip
     ax.set_xscale("log")
-    reached = summary[list(EVENTS)].stack().astype(float)
-    left = min([*reached[reached > 0], float(summary["final_step"].max()) / 10, right / 20])
+    reached = [float(v) for v in summary[list(EVENTS)].to_numpy().ravel() if pd.notna(v) and float(v) > 0]
+    left = min([*reached, budget / 10, right / 20])
     ax.set_xlim(left / 1.5, right * 1.5)
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks(range(len(cells)), cells)
     ax.set_ylim(len(cells) - 0.5, -0.5)
-    ax.set_xlabel("training step (log); open markers at the right: never reached")
+    ax.set_xlabel("training step (log); open markers right of the budget: never reached")
     handles = [
-        Line2D([], [], ls="", marker="o", color=palette[e], label=e, markersize=5) for e in EVENTS.values()
+        Line2D([], [], ls="", marker="s", color=palette[e], label=e, markersize=5) for e in EVENTS.values()
     ]
-    handles.append(
-        Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.3", label="never", markersize=5)
-    )
+    handles += [
+        Line2D([], [], ls="", marker=marker[s], markerfacecolor="none", color="0.3", label=f"seed {s}",
+               markersize=5)
+        for s in seeds
+    ]  # fmt: skip
     ax.legend(
-        handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.02), ncol=2, frameon=False, fontsize=7
+        handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.02), ncol=3, frameon=False, fontsize=7
     )
     fig.tight_layout()
     save(fig, pdf, png)
@@ -295,4 +303,56 @@ def plot_sweep(summary: pd.DataFrame, spec: dict, pdf: str | Path, png: str | Pa
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, len(handles)),
                frameon=False, fontsize=7)  # fmt: skip
     fig.tight_layout()
+    save(fig, pdf, png)
+
+
+def plot_weight_norms(summary: pd.DataFrame, norms: pd.DataFrame, pdf: str | Path, png: str | Path) -> None:
+    """Weight norm against the step (both log), one panel per (dataset, model, training) cell, from the
+    runs' weight-norm tables (grokbench.mech.weights): the total (black) and each top-level module group
+    (colors), one line per seed; each seed's memorization (dotted) and OOD generalization (dashed) steps
+    from the summary, in grey; the thin grey line: the total norm at initialization (step 0, off the log
+    axis)."""
+    set_theme()
+    norms = norms[norms["level"].isin(["group", "total"]) & norms["run_id"].isin(summary["run_id"])]
+    if norms.empty:
+        raise ValueError("weight_norms: no weight norms of the summary's runs")
+    labels = summary.apply(cell_label, axis=1)
+    cell_of = dict(zip(summary["run_id"], labels))
+    norms = norms.assign(cell=norms["run_id"].map(cell_of), label=norms["group"].str.rsplit(".", n=1).str[-1])
+    cells = [c for c in dict.fromkeys(labels) if c in set(norms["cell"])]
+    groups = list(dict.fromkeys(norms.loc[norms["level"] == "group", "label"]))
+    palette = {"total": "black", **dict(zip(groups, sns.color_palette("colorblind", max(len(groups), 1))))}
+    ncol = min(2, len(cells))
+    nrow = math.ceil(len(cells) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(COLUMN_WIDTH * ncol, 2.3 * nrow), squeeze=False)
+    for ax, cell in zip(axes.flat, cells):
+        data = norms[norms["cell"] == cell]
+        for (_, label), line in data.groupby(["run_id", "label"], sort=False):
+            line = line.sort_values("step")
+            shown = line[line["step"] > 0]
+            total = label == "total"
+            ax.plot(shown["step"], shown["norm"], color=palette[label], lw=1.4 if total else 0.9,
+                    marker="o", markersize=2, alpha=0.9, zorder=3 if total else 2)  # fmt: skip
+            start = line[line["step"] == 0]
+            if total and not start.empty:
+                ax.axhline(float(start["norm"].iloc[0]), color="0.6", lw=0.6, zorder=1)
+        for _, r in summary[labels == cell].iterrows():
+            for column, ls in (("memorization_step", ":"), ("ood_generalization_step", "--")):
+                if pd.notna(r[column]) and r[column] > 0:
+                    ax.axvline(r[column], color="0.35", ls=ls, lw=0.8)  # grey: the colors are groups
+        ax.set(xscale="log", yscale="log", title=cell, xlabel="training step (log)")
+        ax.title.set_fontsize(8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("weight norm (L2, log)")
+    for ax in list(axes.flat)[len(cells) :]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=palette[g], lw=1.2, label=g) for g in ["total", *groups]]
+    handles += [
+        Line2D([], [], color="0.35", ls=":", lw=0.8, label="memorized"),
+        Line2D([], [], color="0.35", ls="--", lw=0.8, label="OOD generalized"),
+        Line2D([], [], color="0.6", lw=0.6, label="total at init"),
+    ]
+    fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, len(handles)),
+               frameon=False, fontsize=7)  # fmt: skip
     save(fig, pdf, png)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..params import from_dict
 from .accelerators import AcceleratorConfig
+from .checkpoints import Checkpoints
 from .early_stop import EarlyStop
 
 
@@ -54,6 +55,12 @@ class TrainConfig:
     accelerators: AcceleratorConfig = field(default_factory=AcceleratorConfig)  # all off by default
     # null: train every step; {evals: k}: stop once memorized and OOD-generalized for k evaluations
     early_stop: EarlyStop | None = None
+    # null: no weights kept but the final model.pt; {log_spaced: 8, transitions: true, ...}: weights at
+    # log-spaced evaluation steps and at memorization / ID / OOD generalization (train/checkpoints.py)
+    checkpoints: Checkpoints | None = None
+    # TensorBoard event files in the run folder (accuracy and loss per split, the config as hparams; train/
+    # live.py): `tensorboard --logdir results/runs`. Needs the `tensorboard` extra; the results do not change
+    tensorboard: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "training") -> TrainConfig:
@@ -90,6 +97,8 @@ class TrainConfig:
         self.accelerators.check(f"{where}.accelerators")
         if self.early_stop is not None:
             self.early_stop.check(f"{where}.early_stop")
+        if self.checkpoints is not None:
+            self.checkpoints.check(f"{where}.checkpoints")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

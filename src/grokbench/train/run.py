@@ -8,16 +8,18 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from .. import provenance
 from ..grid import Cell
 from ..io import atomic_path, sha256_bytes, sha256_file, write_json
 from ..models import build_model, count_params
 from ..tasks.base import read_dataset
+from . import checkpoints
+from .checkpoints import WeightCheckpoints, save_weights, weights_state
 from .config import TrainConfig
 from .data import build_tensors
-from .resume import COMPLETED, DIVERGED, Checkpointer, Segment
+from .live import PROGRESS, Progress, TensorBoard
+from .resume import COMPLETED, DIVERGED, Checkpointer, Interrupted, Segment
 from .trainer import train
 
 METRICS = "metrics.parquet"
@@ -73,7 +75,31 @@ def run(
     }
     fingerprint = sha256_bytes(json.dumps(what, sort_keys=True, default=str).encode())
     checkpoint = Checkpointer(out_dir / RESUME, fingerprint, checkpoint_every, checkpoint_minutes, segment)
-    result = train(model_fn, t, cfg, seed, desc=run_id, progress=progress, checkpoint=checkpoint)
+    # progress.json while it trains (train/live.py; deleted once the outputs are written), TensorBoard events
+    live = Progress(out_dir / PROGRESS, run_id, cfg.steps)
+    config = {"model": model_spec, "training": cfg.to_dict(), "seed": seed, "cell": cell}
+    board = TensorBoard(out_dir, config) if cfg.tensorboard else None
+
+    def on_metrics(step: int, rows: list[dict]) -> None:
+        live.on_metrics(step, rows)
+        if board is not None:
+            board.on_metrics(step, rows)
+
+    weights = None  # weights across training, opt-in (train/checkpoints.py)
+    if cfg.checkpoints is not None:
+        weights = WeightCheckpoints(cfg.checkpoints, out_dir, model_spec, cfg.eval.steps(cfg.steps))
+    try:
+        result = train(model_fn, t, cfg, seed, desc=run_id, progress=progress, checkpoint=checkpoint,
+                       weights=weights, on_step=live.on_step, on_metrics=on_metrics)  # fmt: skip
+    except Interrupted:
+        live.stopped()
+        raise
+    except BaseException as e:
+        live.failed(e)
+        raise
+    finally:
+        if board is not None:
+            board.close()
     diverged = result.diverged_step is not None
     end_step = result.diverged_step if diverged else result.stopped_step or cfg.steps
     segments = checkpoint.segments(end_step, DIVERGED if diverged else COMPLETED)
@@ -82,9 +108,8 @@ def run(
     table = pa.Table.from_pandas(result.metrics, preserve_index=False)
     with atomic_path(out_dir / METRICS) as tmp:
         pq.write_table(table, tmp)
-    with atomic_path(out_dir / CHECKPOINT) as tmp:
-        state = {k: v.cpu() for k, v in result.model.state_dict().items()}
-        torch.save({"model": state, "model_spec": model_spec, "step": end_step}, tmp)
+    save_weights(out_dir / CHECKPOINT, weights_state(result.model), model_spec, end_step)
+    saved = checkpoints.finish(weights, out_dir, end_step, result.model, result.metrics)
     info = provenance.record(
         "train",
         config={"model": model_spec, "training": cfg.to_dict(), "seed": seed},
@@ -106,8 +131,14 @@ def run(
         segments=segments,
         started=segments[0]["started"],
         finished=provenance.now(),
-        outputs={str(out_dir / name): sha256_file(out_dir / name) for name in (METRICS, CHECKPOINT)},
+        # weights across training (train/checkpoints.py): step, file (in out_dir), sha256, reason(s)
+        checkpoints=saved,
+        outputs={
+            **{str(out_dir / name): sha256_file(out_dir / name) for name in (METRICS, CHECKPOINT)},
+            **{str(out_dir / c["file"]): c["sha256"] for c in saved},
+        },
     )
     write_json(out_dir / RUN_INFO, info)
     checkpoint.remove()
+    live.remove()
     return info

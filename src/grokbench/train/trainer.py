@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .accelerators import Accelerators
+from .checkpoints import WeightCheckpoints
 from .config import TrainConfig
 from .data import IGNORE, Tensors
 from .resume import Checkpointer, Interrupted, rng_states, set_rng_states
@@ -228,13 +229,20 @@ def train(
     desc: str = "train",
     progress: bool = True,
     checkpoint: Checkpointer | None = None,
+    weights: WeightCheckpoints | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_metrics: Callable[[int, list[dict]], None] | None = None,
 ) -> Result:
     """Train one run. `model_fn` builds the model after the seed is set, so init follows the seed.
 
     With a `checkpoint`, the run resumes from a saved state of the same configuration, saves every
     `checkpoint.every` steps, and on SIGTERM / SIGUSR1 saves and raises `Interrupted`. `on_step(step)` is
     called after the optimizer step `step` (0-based; benchmarks time the loop with it).
+    With `weights` (cfg.checkpoints), the weights are saved at its evaluation steps (train/checkpoints.py);
+    what it saved is part of the resumable state.
+    `on_metrics(step, rows)` is called with all the metrics rows so far (the list itself, not to be kept
+    or changed): once when the loop starts, with the rows restored from a checkpoint (none on a fresh
+    start) at the step it resumes from, then after each evaluation (the live progress file, run.py).
 
     A non-finite training loss at step k (the loss of the weights after k updates) stops the run there
     (`Divergence`), with a message on stderr naming `desc`, k and the loss; the metrics end with an
@@ -265,6 +273,8 @@ def train(
         accel.load_state_dict(state["accelerators"])
         set_rng_states(state["rng"])
         rows, first_step, spent = state["metrics"], state["step"], state["elapsed"]
+        if weights is not None:
+            weights.load_state_dict(state.get("weights"))
     start = time.perf_counter() - spent
     bar = tqdm(
         total=cfg.steps,
@@ -280,6 +290,8 @@ def train(
     forward = torch.compile(model, dynamic=True) if cfg.compile else model
     if checkpoint:
         checkpoint.install_signal_handlers()
+    if on_metrics is not None:
+        on_metrics(first_step, rows)
     stopped_step = None
     try:
         for step in range(first_step, cfg.steps + 1):
@@ -298,6 +310,7 @@ def train(
                         metrics=rows,
                         step=step,
                         elapsed=time.perf_counter() - start,
+                        weights=weights.state_dict() if weights is not None else None,
                     )
                 )
                 if stopping:
@@ -307,6 +320,10 @@ def train(
                 for name, (loss, acc) in evaluate(forward, t, cfg.eval.batch_size, amp).items():
                     rows.append(dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
                     postfix[name] = f"{acc:.2f}"
+                if weights is not None:
+                    weights.at_eval(step, rows, model)  # the weights just evaluated (train/checkpoints.py)
+                if on_metrics is not None:
+                    on_metrics(step, rows)
                 if cfg.early_stop is not None and step < cfg.steps and cfg.early_stop.reached(rows):
                     stopped_step = step  # memorized, generalized OOD and stayed there (train/early_stop.py)
                     break
@@ -344,6 +361,8 @@ def train(
                 elapsed = time.perf_counter() - start
                 for name, (loss, acc) in evaluate(forward, t, cfg.eval.batch_size, amp).items():
                     rows.append(dict(step=k, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
+                if on_metrics is not None:
+                    on_metrics(k, rows)
     finally:
         bar.close()
         if checkpoint:
