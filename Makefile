@@ -6,9 +6,15 @@ CORES ?= 2
 
 .PHONY: run test lint clean
 
+# `make run` installs the package alone; `make test` adds the dev tools and the numerical references
+# (transformers, fla, triton: minutes of a cold install that the default study does not need).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
@@ -17,14 +23,15 @@ export PATH := $(abspath $(BIN)):$(PATH)
 run: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES)
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 
+# one pytest-xdist worker per core; a test file stays on one worker (module fixtures, the SLURM cluster)
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(CORES) --dist loadfile --durations=15
 
 clean:
 	rm -rf results .snakemake

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
+import torch
 
 from grokbench.tasks import generate
 from grokbench.tasks.base import write_dataset
+
+# `make test` runs the suite on one pytest-xdist worker per core: one torch thread each, not a core's share
+# of two (oversubscribed threads slow both workers down).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 TINY_DATA = {
     "n_entities": 24,
