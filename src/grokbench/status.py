@@ -116,7 +116,8 @@ def run_status(
     s = RunStatus(run_id, total_steps=total)
     live = read_progress(d / PROGRESS)
     info = read_json(d / "run.json")
-    finished = info is not None and info.get("status") in ("completed", "diverged")
+    # run.json is written last, once the run's outputs are; without `status`: an older run.json, completed
+    finished = info is not None and info.get("status", "completed") in ("completed", "diverged")
     # a progress.json newer than run.json: the run is being trained again (by hand, over its outputs)
     again = finished and live is not None and live.get("updated_unix", 0) > (d / "run.json").stat().st_mtime
     if finished and (d / "metrics.parquet").exists() and not again:
@@ -157,7 +158,7 @@ def finished_status(s: RunStatus, d: Path, info: dict[str, Any], analysis: Analy
     training = info.get("config", {}).get("training", {})
     s.total_steps = training.get("steps", s.total_steps)
     fill_accuracies(s, analysis)
-    if info["status"] == "diverged":
+    if info.get("status") == "diverged":
         s.state, s.step = "diverged", info.get("diverged_step")
         s.note = f"training loss {info.get('diverged_loss')} at step {s.step}"
     else:
