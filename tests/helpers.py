@@ -16,6 +16,18 @@ def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, tol: float) ->
     return err
 
 
+def drive_optimizer(opt, sched, params: list[torch.Tensor], steps: int, seed: int = 0) -> None:
+    """`steps` optimizer and schedule steps of `opt` on `params` with a fixed sequence of random gradients
+    (the same for every optimizer given the same shapes: no feedback of rounding through a model, which
+    Adam's division by small second moments amplifies)."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype) * 1e-2
+        opt.step()
+        sched.step()
+
+
 @torch.no_grad()
 def assert_causal(model, idx: torch.Tensor, vocab: int, positions, rtol: float, atol: float) -> torch.Tensor:
     """Changing token t never changes the logits before t, and does change them at t; returns the

@@ -15,14 +15,15 @@ import torch
 
 from grokbench.models import build_model
 from grokbench.tasks.base import read_dataset
+from grokbench.train import trainer
 from grokbench.train.accelerators import softmax_cross_entropy
 from grokbench.train.config import TrainConfig
 from grokbench.train.data import build_tensors
-from grokbench.train.packed import clip_grad_norms_, train_packed
-from grokbench.train.trainer import BatchSampler, train
+from grokbench.train.packed import Packed, clip_grad_norms_, train_packed
+from grokbench.train.trainer import BatchSampler, decays, train
 
 from .conftest import TINY_MODEL, TINY_TRAINING
-from .helpers import assert_close
+from .helpers import assert_close, drive_optimizer
 
 WEIGHT_TOL = 1e-10
 METRIC_TOL = 1e-6
@@ -31,6 +32,14 @@ MODELS = {
     "gpt": TINY_MODEL,
     "llama": {"family": "llama", "n_layer": 1, "d_model": 32, "n_head": 2},
 }
+# the recurrent families' operators (their fast forms under vmap, backend auto on the CPU), smaller and
+# shorter (RECURRENT_STEPS, 2 seeds) to stay fast (measured: weights <= 5e-16 after 10 steps)
+RECURRENT = {
+    "rwkv7": {"family": "rwkv7", "n_layer": 1, "d_model": 16, "head_size": 8},
+    "mamba": {"family": "mamba", "n_layer": 1, "d_model": 16, "d_state": 4},
+    "mamba2": {"family": "mamba2", "n_layer": 1, "d_model": 32, "headdim": 16, "d_state": 4},
+}
+RECURRENT_STEPS = 10
 # a small clip threshold, so that clipping acts (checked below) and each model's own norm matters
 TRAINING = {**TINY_TRAINING, "steps": 30, "grad_clip": 0.05, "weight_decay": 0.1}
 
@@ -69,13 +78,23 @@ def test_packed_matches_separate_runs_cuda(tiny_dataset_path, family):
     check_packed_matches_separate_runs(tiny_dataset_path, family, "cuda")
 
 
-def check_packed_matches_separate_runs(tiny_dataset_path, family, device):
-    model_fn, t, cfg = _setup(tiny_dataset_path, MODELS[family], device=device, precision="fp32")
-    assert all(_first_grad_norm(model_fn, t, cfg, s) > cfg.grad_clip for s in SEEDS)  # clipping acts
-    packed = train_packed(model_fn, t, cfg, SEEDS, progress=False)
-    assert len(packed) == len(SEEDS)
+@pytest.mark.parametrize("family", list(RECURRENT))
+def test_packed_recurrent_families_match_separate_runs(tiny_dataset_path, family):
+    check_packed_matches_separate_runs(
+        tiny_dataset_path, family, "cpu", RECURRENT[family], seeds=SEEDS[:2], steps=RECURRENT_STEPS
+    )
+
+
+def check_packed_matches_separate_runs(
+    tiny_dataset_path, family, device, spec=None, seeds=SEEDS, **overrides
+):
+    spec = MODELS[family] if spec is None else spec
+    model_fn, t, cfg = _setup(tiny_dataset_path, spec, device=device, precision="fp32", **overrides)
+    assert all(_first_grad_norm(model_fn, t, cfg, s) > cfg.grad_clip for s in seeds)  # clipping acts
+    packed = train_packed(model_fn, t, cfg, seeds, progress=False)
+    assert len(packed) == len(seeds)
     worst = 0.0
-    for seed, got in zip(SEEDS, packed):
+    for seed, got in zip(seeds, packed):
         ref = train(model_fn, t, cfg, seed, progress=False)
         assert got.metrics[["step", "split"]].equals(ref.metrics[["step", "split"]])
         for col in ("loss", "accuracy"):
@@ -91,7 +110,61 @@ def check_packed_matches_separate_runs(tiny_dataset_path, family, device):
     print(f"{family} on {device}: largest relative difference {worst:.2e}")
     # the seeds really differ (a mix-up of models would not go unseen)
     losses = [tuple(r.metrics["loss"]) for r in packed]
-    assert len(set(losses)) == len(SEEDS)
+    assert len(set(losses)) == len(seeds)
+
+
+FUSED_TOL = 1e-6  # fused vs for-loop AdamW on fp32 weights, same gradients (measured: about 2e-7)
+
+
+def test_fused_adamw_on_stacked_weights_matches_the_default_and_the_solo_update(monkeypatch):
+    """Packed training's AdamW (trainer.adamw over the stacked tensors, its decay groups as
+    train_packed builds them), fused as on the CPU now (trainer.use_fused), against the for-loop
+    implementation on the same stacked gradients, and each model's slice against a solo fused AdamW of
+    that model given that slice's gradients: equal within fp32 rounding (20 steps with warmup)."""
+    cfg = TrainConfig.from_dict({**TRAINING, "weight_decay": 0.1})
+    cpu = torch.device("cpu")
+
+    def fresh() -> list[torch.nn.Module]:
+        out = []
+        for seed in (3, 0):
+            torch.manual_seed(seed)
+            out.append(build_model(TINY_MODEL, 16, 8))
+        return out
+
+    def stacked_run(fused: bool) -> dict[str, torch.Tensor]:
+        monkeypatch.setattr(trainer, "use_fused", lambda device: fused)
+        models = fresh()
+        packed = Packed(models, lambda: build_model(TINY_MODEL, 16, 8))
+        named = [(n, p) for n, p in models[0].named_parameters() if p.requires_grad]
+        decay = [packed.params[n] for n, p in named if decays(p)]
+        no_decay = [packed.params[n] for n, p in named if not decays(p)]
+        opt, sched = trainer.adamw(decay, no_decay, cfg, cpu)
+        assert opt.defaults["fused"] is fused
+        drive_optimizer(opt, sched, [packed.params[n] for n, _ in named], steps=20)
+        return {n: packed.params[n].detach().clone() for n, _ in named}
+
+    assert trainer.use_fused(cpu)
+    fused, plain = stacked_run(True), stacked_run(False)
+    worst = max(assert_close(f"stacked {n}", w, fused[n], FUSED_TOL) for n, w in plain.items())
+    print(f"fused vs for-loop AdamW on stacked weights: largest relative difference {worst:.2e}")
+    # each slice: a solo fused AdamW on that model with that slice's gradients (the same random draws)
+    monkeypatch.setattr(trainer, "use_fused", lambda device: True)
+    names = list(fused)
+    solo_models = fresh()
+    solo_params = [dict(m.named_parameters()) for m in solo_models]
+    opts = [trainer.make_optimizer(m, cfg, cpu) for m in solo_models]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        for n in names:
+            g = torch.randn(fused[n].shape, generator=gen, dtype=fused[n].dtype) * 1e-2
+            for m, params in enumerate(solo_params):
+                params[n].grad = g[m].clone()
+        for opt, sched in opts:
+            opt.step()
+            sched.step()
+    for m, params in enumerate(solo_params):
+        for n in names:
+            assert_close(f"model {m} {n}", params[n].detach(), fused[n][m], FUSED_TOL)
 
 
 def test_packed_tied_weights_stay_tied(tiny_dataset_path):
@@ -132,10 +205,11 @@ def test_unsupported_options_raise(tiny_dataset_path, overrides, match):
         train_packed(model_fn, t, cfg, [0, 1], progress=False)
 
 
-def test_checkpoint_dropout_and_seeds_raise(tiny_dataset_path):
+def test_weight_checkpoints_dropout_and_seeds_raise(tiny_dataset_path):
     model_fn, t, cfg = _setup(tiny_dataset_path, TINY_MODEL)
-    with pytest.raises(ValueError, match="checkpoint"):
-        train_packed(model_fn, t, cfg, [0, 1], progress=False, checkpoint=object())
+    _, _, kept = _setup(tiny_dataset_path, TINY_MODEL, checkpoints={"log_spaced": 2})
+    with pytest.raises(ValueError, match="training.checkpoints"):
+        train_packed(model_fn, t, kept, [0, 1], progress=False)
     with pytest.raises(ValueError, match="repeat"):
         train_packed(model_fn, t, cfg, [0, 0], progress=False)
     drop_fn, _, _ = _setup(tiny_dataset_path, {**TINY_MODEL, "dropout": 0.1})

@@ -21,6 +21,7 @@ from grokbench.train.run import run
 from grokbench.train.trainer import BatchSampler, make_optimizer, train
 
 from .conftest import TINY_MODEL, TINY_TRAINING
+from .helpers import assert_close, drive_optimizer
 
 
 def test_targets_are_answer_tokens_only(tiny_dataset_path):
@@ -138,6 +139,8 @@ def test_run_writes_outputs_and_provenance(tiny_dataset_path, tmp_path):
     assert saved["config"]["training"]["steps"] == TINY_TRAINING["steps"]
     assert saved["inputs"][str(tiny_dataset_path)]
     assert saved["code_fingerprint"] and saved["packages"]["torch"]
+    # what the operators ran (models/backends.py resolved): GPT is attention only
+    assert saved["backends"] == {"backend": None, "seq_len": saved["block_size"], "operators": {}}
     ckpt = torch.load(tmp_path / "model.pt")
     assert ckpt["step"] == TINY_TRAINING["steps"]
     # how it ended and what it cost: one segment, the whole run
@@ -151,6 +154,23 @@ def test_run_writes_outputs_and_provenance(tiny_dataset_path, tmp_path):
     assert segment["started"] == saved["started"] <= segment["finished"] <= saved["finished"]
     # no temporary files left behind by the atomic writes
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("backend", "operators"),
+    [
+        ("auto", {"selective_scan": "fast", "short_conv": "fast"}),
+        ("torch", {"selective_scan": "torch", "short_conv": "fast"}),
+    ],
+)
+def test_run_records_the_backend_each_operator_ran(tiny_dataset_path, tmp_path, backend, operators):
+    """run.json's `backends`: a Mamba on the CPU runs its fast selective scan under "auto"
+    (backends.use_fast), the reference loop under "torch"; its causal conv is always Mamba's shifted
+    products."""
+    spec = {"family": "mamba", "n_layer": 1, "d_model": 16, "d_state": 4, "backend": backend}
+    run(tiny_dataset_path, spec, {**TINY_TRAINING, "steps": 2}, 0, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["backends"] == {"backend": backend, "seq_len": saved["block_size"], "operators": operators}
 
 
 def test_compiled_model_trains_like_eager(tiny_dataset_path):
@@ -304,3 +324,33 @@ def test_early_stop_ends_a_run_that_generalized_and_stayed(tiny_dataset_path, tm
         tiny_dataset_path, TINY_MODEL, {**long, "early_stop": stop}, 0, tmp_path, cell=cell, progress=False
     )
     assert info["stopped_early"] and info["stopped_step"] == int(cut["step"].max())
+
+
+FUSED_TOL = 1e-6  # fused vs for-loop AdamW on fp32 weights, same gradients (measured: about 2e-7)
+
+
+def test_fused_adamw_on_the_cpu_matches_the_default(tiny_dataset_path, monkeypatch):
+    """trainer.use_fused is True on the CPU (FUSED_DEVICES, by measurement): torch's fused AdamW gives the
+    for-loop implementation's updates within fp32 rounding, on the trainer's two weight-decay groups with
+    its warmup schedule (20 steps of the same gradients), and in one training step of the trainer itself.
+    (Over many training steps the two drift apart as any two roundings do: 1e-3 relative on a bias after
+    30 steps, through Adam's division by small second moments.)"""
+    assert trainer.use_fused(torch.device("cpu"))
+    cfg = TrainConfig.from_dict({**TINY_TRAINING, "weight_decay": 0.1})
+    weights = {}
+    for fused in (True, False):
+        monkeypatch.setattr(trainer, "use_fused", lambda device, fused=fused: fused)
+        torch.manual_seed(0)
+        model = build_model(TINY_MODEL, 16, 8)
+        opt, sched = make_optimizer(model, cfg, torch.device("cpu"))
+        assert opt.defaults["fused"] is fused
+        drive_optimizer(opt, sched, list(model.parameters()), steps=20)
+        weights[fused] = model.state_dict()
+    worst = max(assert_close(f"fused {k}", w, weights[True][k], FUSED_TOL) for k, w in weights[False].items())
+    print(f"fused vs for-loop AdamW, 20 steps: largest relative difference {worst:.2e}")
+    one_step = {}
+    for fused in (True, False):
+        monkeypatch.setattr(trainer, "use_fused", lambda device, fused=fused: fused)
+        one_step[fused] = _train_model(tiny_dataset_path, 0, steps=1, weight_decay=0.1, grad_clip=0.5)
+    for k, w in one_step[False].model.state_dict().items():
+        assert_close(f"one training step {k}", w, one_step[True].model.state_dict()[k], FUSED_TOL)

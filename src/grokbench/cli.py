@@ -87,6 +87,33 @@ def cmd_train(args) -> None:
     print(f"{info['run_id']}: {info['n_params']} parameters, {info['wall_seconds']:.1f} s{segments}{status}")
 
 
+def cmd_train_pack(args) -> None:
+    import torch
+
+    from .train.pack import run_pack
+    from .train.resume import EXIT_INTERRUPTED, Interrupted
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if len(args.seeds) != len(args.out_dirs):
+        raise SystemExit("grokbench train-pack: give one --out-dirs folder per --seeds seed")
+    cells = [
+        {"dataset": args.dataset, "model": args.model_name, "training": args.training_name, "seed": s}
+        for s in args.seeds
+    ]
+    try:
+        infos = run_pack(args.data, args.model, args.training, args.seeds, args.out_dirs, cells, args.pack_id,
+                         args.pack_size or len(args.seeds), progress=not args.no_progress,
+                         checkpoint_every=args.checkpoint_every,
+                         checkpoint_minutes=args.checkpoint_minutes)  # fmt: skip
+    except Interrupted as e:
+        print(f"grokbench train-pack: {e}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    for info in infos:
+        status = f", diverged at step {info['diverged_step']}" if info["status"] == "diverged" else ""
+        print(f"{info['run_id']}: {info['n_params']} parameters, {info['wall_seconds']:.1f} s (pack){status}")
+
+
 def cmd_analyze(args) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -148,6 +175,9 @@ def write_record(stage, path, config, inputs, outputs, started, **extra) -> None
     write_json(path, record)
 
 
+MECH_PLOTS = ("probes", "logit_lens", "tracing")  # `plot` figures of `mech` tables (report/mech_plots.py)
+
+
 def cmd_plot(args) -> None:
     import pandas as pd
 
@@ -163,6 +193,17 @@ def cmd_plot(args) -> None:
             raise ValueError("plot weight_norms needs --norms (the runs' weight-norm tables)")
         norms = pd.concat([pd.read_parquet(p) for p in args.norms], ignore_index=True)
         plots.plot_weight_norms(summary, norms, args.pdf, args.png)
+    elif args.figure in MECH_PLOTS:
+        from .report import mech_plots
+
+        if not args.tables:
+            raise ValueError(f"plot {args.figure} needs --tables (the runs' {args.figure}.parquet, `mech`)")
+        table = pd.concat([pd.read_parquet(p) for p in args.tables], ignore_index=True)
+        if "run_id" not in table:
+            raise ValueError(f"plot {args.figure}: the tables have no run_id (`mech --run-dir` of a run)")
+        figure = {"probes": mech_plots.plot_probes, "logit_lens": mech_plots.plot_lens_transition,
+                  "tracing": mech_plots.plot_tracing_transition}[args.figure]  # fmt: skip
+        figure(summary, table, args.pdf, args.png)
     else:
         figure = {
             "curves": plots.plot_curves,
@@ -173,8 +214,10 @@ def cmd_plot(args) -> None:
     if args.provenance:
         inputs = [args.summary, *(Path(d) / "metrics.parquet" for d in summary["run_dir"])]
         inputs += args.norms if args.figure == "weight_norms" else []
+        inputs += args.tables if args.figure in MECH_PLOTS else []
         config = {"figure": args.figure, "spec": args.spec}
-        write_record("plots", args.provenance, config, inputs, [args.pdf, args.png], started)
+        stage = "mech_plots" if args.figure in MECH_PLOTS else "plots"
+        write_record(stage, args.provenance, config, inputs, [args.pdf, args.png], started)
 
 
 def cmd_weight_norms(args) -> None:
@@ -200,8 +243,12 @@ def cmd_weight_norms(args) -> None:
 
 def cmd_mech(args) -> None:
     from . import provenance
-    from .mech.analyze import analyze_checkpoint, analyze_run, checkpoint_files, write_tables
+    from .mech.analyze import RUN_INFO, analyze_checkpoint, analyze_run, checkpoint_files, write_tables
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     started = provenance.now()
     options = dict(max_facts=args.max_facts, heldout_fraction=args.heldout_fraction,
                    probe_method=args.probe_method, seed=args.seed, batch_size=args.batch_size)  # fmt: skip
@@ -211,12 +258,14 @@ def cmd_mech(args) -> None:
     else:
         files = checkpoint_files(args.run_dir)
         tables = analyze_run(args.run_dir, args.data, device=args.device, **options)
+        info = args.run_dir / RUN_INFO
+        files = [info, *files] if info.exists() else files  # the list of checkpoints and their hashes
     outputs = write_tables(tables, args.out_dir)
     if args.provenance:
         source = {"checkpoint": str(args.checkpoint)} if args.checkpoint else {"run_dir": str(args.run_dir)}
         write_record("mech", args.provenance, {**source, **options}, [args.data, *files], outputs, started)
     rows = ", ".join(f"{name} {len(df)} rows" for name, df in tables.items())
-    print(f"{args.out_dir}: {len(files)} checkpoint(s); {rows}")
+    print(f"{args.out_dir}: {tables['logit_lens']['step'].nunique()} checkpoint(s); {rows}")
 
 
 def cmd_audit(args) -> int:
@@ -410,6 +459,32 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = command(
+        sub, "train-pack", cmd_train_pack, "train several seeds together, as one vectorized model",
+        "Trains one run per --seeds seed of one model, dataset and training setting in one process "
+        "(grokbench/train/pack.py, train/packed.py); writes each run's metrics.parquet, model.pt, run.json "
+        "into its --out-dirs folder, as `train` would for it alone, run.json recording the pack. The "
+        "pipeline's jobs for a study's `pack.size` > 1. Saves and resumes as `train` does (exit 75).",
+        "python -m grokbench train-pack --data data.parquet --model '{\"family\": \"gpt\", \"preset\": "
+        "\"tiny\"}' --seeds 0 1 --out-dirs run0/ run1/ --pack-id data/gpt/default/pack0-1",
+    )  # fmt: skip
+    s.add_argument("--data", required=True, type=Path, help="the dataset (.parquet) from `data`")
+    s.add_argument(
+        "--model", required=True, type=_json, help="model spec (JSON): family and its keys or a preset"
+    )
+    s.add_argument("--training", type=_json, default={}, help="training settings (JSON), as for `train`")
+    s.add_argument("--seeds", required=True, type=int, nargs="+", help="the runs' seeds")
+    s.add_argument("--out-dirs", required=True, type=Path, nargs="+", help="each seed's run folder, in order")
+    s.add_argument("--pack-id", default="pack", help="the pack's id, for the record (grokbench.grid.Pack)")
+    s.add_argument("--pack-size", type=int, help="the study's pack.size, for the record (default: the seeds)")
+    s.add_argument("--dataset", default="data", help="dataset name, for the record")
+    s.add_argument("--model-name", default="model", help="model name, for the record")
+    s.add_argument("--training-name", default="default", help="training name, for the record")
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--checkpoint-every", type=int, default=0, help="as for `train`")
+    s.add_argument("--checkpoint-minutes", type=float, default=10.0, help="as for `train`")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = command(
         sub, "analyze", cmd_analyze, "the summary table over runs",
         "One row per run: memorization and ID / OOD generalization steps, grokked, the after-memorization "
         "columns, status, final accuracies, every dataset parameter (data.*) and training setting (train.*); "
@@ -451,12 +526,16 @@ def parser() -> argparse.ArgumentParser:
         "curves: accuracy per split vs step, a panel per cell; grokking: steps to memorize vs to "
         "generalize; survival: Kaplan-Meier fraction generalized OOD by step; sweep: steps to a threshold "
         "vs a swept setting (--spec as in the config's sweeps); weight_norms: weight norm (total and per "
-        "module group) vs step at the runs' checkpoints, transitions marked (--norms from `weight-norms`). "
+        "module group) vs step at the runs' checkpoints, transitions marked (--norms from `weight-norms`); "
+        "probes: probe accuracy on held-out ID and OOD entities vs step; logit_lens, tracing: heatmaps of "
+        "one run per cell before and after its OOD transition (--tables from `mech`, the figure's name). "
         "Writes PDF and PNG.",
         "python -m grokbench plot curves --summary results/summary/summary.parquet --pdf c.pdf --png c.png",
     )  # fmt: skip
     s.add_argument(
-        "figure", choices=["curves", "grokking", "survival", "sweep", "weight_norms"], help="which figure"
+        "figure",
+        choices=["curves", "grokking", "survival", "sweep", "weight_norms", *MECH_PLOTS],
+        help="which figure",
     )
     s.add_argument("--spec", type=_json, default={}, help="sweep figure: x, y, hue, filters (JSON)")
     s.add_argument(
@@ -465,6 +544,13 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         default=[],
         help="weight_norms figure only: the runs' weight_norms.parquet tables (from `weight-norms`)",
+    )
+    s.add_argument(
+        "--tables",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="probes, logit_lens, tracing figures: the runs' tables of that name (from `mech`)",
     )
     s.add_argument("--summary", required=True, type=Path, help="the summary (Parquet) from `analyze`")
     s.add_argument("--pdf", required=True, type=Path, help="the figure as PDF")
@@ -523,6 +609,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", default="cpu", help="torch device for the forwards (default: cpu)")
     s.add_argument("--batch-size", type=int, default=256, help="inputs per forward (default: 256)")
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")
 
     s = command(

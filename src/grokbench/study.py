@@ -21,6 +21,17 @@ its own, named by `grid.setting_name` (e.g. `default+lr0.0003`) and added to `co
 rules, run folders and the summary treat it like any other; a value equal to the base's keeps the base
 name, so a combination that is the base setting itself is the same run. Changing one block's grid leaves
 every other run's name and settings, hence its outputs, as they are.
+
+Model and dataset axes: an `hparams` key `model.<key>` sweeps a key of each model of the block (a
+variant key such as `model.share`, `model.loops`, `model.memory_tokens`, or any other key of its
+family), `data.<key>` a parameter of each dataset of the block, nested ones dotted (`data.format.k_demos`,
+the in-context format; `data.phi`). Each combination is a model (dataset) of its own, named after its
+base the same way (`gpt+shareall`, `cmp+format.k_demos2`, grid.setting_name) and added to config.models
+(config.datasets); the block's cells are then every dataset variant x model variant x training setting x
+seed. Each variant is checked before any job as a model (dataset) of the config is, by the family's
+(task's) own checker: a key the family (task) does not have is rejected naming it and the model, a value
+it rejects naming the variant. A variant is a model (dataset) like any other: the hyperparameter setting
+is selected per dataset x model x base training setting, so per variant.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import copy
 import dataclasses
 import difflib
 import importlib.resources
+import inspect
 import itertools
 import math
 import re
@@ -40,12 +52,14 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .grid import SECTIONS, Cell, cells, grid_matches, setting_name
-from .models import check_model_spec
+from .grid import SECTIONS, Cell, cells, grid_matches, packs, setting_name, split_hparams
+from .models import FAMILIES, check_model_spec, family_keys
+from .models.presets import expand_preset
 from .params import dataclass_in
 from .report.analysis import EVAL_SPLITS, SUMMARY_COLUMNS, AnalysisConfig, flatten, not_a_column
 from .report.claims import check_claims
-from .tasks import TASKS, check_params
+from .tasks import CHECKS, TASKS, check_params
+from .tasks.incontext import FORMAT_KEY, FormatParams, parse_format
 from .train.config import TrainConfig
 
 SCHEMA = importlib.resources.files("grokbench") / "schemas" / "config.schema.yaml"
@@ -216,13 +230,22 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         for i, block in enumerate(config["grid"]):
             _check_names(config, block, i)
             if block.get("hparams"):
-                _check_hparam_keys(block["hparams"], f"config.grid[{i}].hparams")
-                _check_selection_data(config, block, i, analysis)
-                block["training"] = _expand_hparams(config, block["training"], block.pop("hparams"), i)
+                axes = split_hparams(block.pop("hparams"))
+                _check_hparam_keys(axes["training"], f"config.grid[{i}].hparams")
+                for section, prefix in (("models", "model."), ("datasets", "data.")):
+                    _check_swept_text(axes[section], f"config.grid[{i}].hparams.{prefix}")
+                if axes["models"]:
+                    block["models"] = _expand_models(config, block["models"], axes["models"], i)
+                if axes["datasets"]:
+                    block["datasets"] = _expand_datasets(config, block["datasets"], axes["datasets"], i)
+                if axes["training"]:
+                    _check_selection_data(config, block, i, analysis)
+                    block["training"] = _expand_hparams(config, block["training"], axes["training"], i)
         for name, spec in config["training"].items():
             _check_early_stop(TrainConfig.from_dict(spec), analysis, f"config.training.{name}.early_stop")
             _check_checkpoints(TrainConfig.from_dict(spec), analysis, f"config.training.{name}.checkpoints")
         grid = cells(config)
+        _check_packs(config)
         _check_sweeps(config, grid)
         check_claims(config, grid, summary_columns(config))
     except ValueError as e:
@@ -266,11 +289,99 @@ def _check_hparam_keys(hparams: dict[str, list], where: str) -> None:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}: unknown key {key!r}{hint}; expected one of {known}")
-        for j, value in enumerate(hparams[key]):
+            raise ValueError(f"{where}: unknown key {key!r}{hint}; expected one of {known}, or model.<key> "
+                             "(a model key) or data.<key> (a dataset parameter)")  # fmt: skip
+    _check_swept_text(hparams, f"{where}.")
+
+
+def _check_swept_text(hparams: dict[str, list], where: str) -> None:
+    """A swept text value is part of a name: `where` is the key's prefix (`config.grid[0].hparams.model.`)."""
+    for key, values in hparams.items():
+        for j, value in enumerate(values):
             if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-                raise ValueError(f"{where}.{key}[{j}]={value!r}: a swept text value is part of a run's name: "
+                raise ValueError(f"{where}{key}[{j}]={value!r}: a swept text value is part of a run's name: "
                                  "letters, digits, '_', '.' and '-' only")  # fmt: skip
+            if isinstance(value, dict | list):
+                raise ValueError(f"{where}{key}[{j}]={value!r}: a swept value is a number, text, a boolean "
+                                 "or null; sweep nested keys by dotted path")  # fmt: skip
+
+
+def _variants(base: str, spec: dict, axis: dict[str, list], current) -> list[tuple[str, dict]]:
+    """(name, spec) of each combination of `axis` on top of the config entry `base`: the keys whose value
+    differs from `current(key)` (the base's own or default value) set by dotted path, named by
+    grid.setting_name; a combination equal to the base keeps its name and spec."""
+    keys = list(axis)
+    out = []
+    for values in itertools.product(*(axis[k] for k in keys)):
+        changed = {k: v for k, v in zip(keys, values) if v != current(k)}
+        variant = spec
+        for k, v in changed.items():
+            variant = _set(variant, k, v)
+        out.append((setting_name(base, changed), variant))
+    return out
+
+
+def _expand_models(config: dict, bases: list[str], axis: dict[str, list], i: int) -> list[str]:
+    """Add each combination of the block's `model.*` keys on top of each of its models to config.models;
+    return the names. A key the family does not take is rejected by name (its checker: family_keys)."""
+    where = f"config.grid[{i}].hparams"
+    names: dict[str, None] = {}
+    for base in bases:
+        spec = config["models"][base]
+        full = expand_preset(spec, where=f"config.models.{base}")
+        family = full["family"]
+        allowed = family_keys(family)
+        defaults = {k: p.default for k, p in inspect.signature(FAMILIES[family]).parameters.items()}
+        for key in axis:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, list(allowed), n=1)
+                hint = f" (did you mean 'model.{close[0]}'?)" if close else ""
+                raise ValueError(f"{where}.model.{key}: family {family} (config.models.{base}) has no key "
+                                 f"{key!r}{hint}; its keys: {', '.join(allowed)}")  # fmt: skip
+
+        def current(key: str, full=full, defaults=defaults) -> Any:
+            return full.get(key, defaults.get(key))
+
+        for name, variant in _variants(base, spec, axis, current):
+            check_model_spec(variant, where=f"{where}: model {name}")
+            config["models"][name] = variant
+            names[name] = None
+    return list(names)
+
+
+def _expand_datasets(config: dict, bases: list[str], axis: dict[str, list], i: int) -> list[str]:
+    """Add each combination of the block's `data.*` keys on top of each of its datasets to
+    config.datasets; return the names. Keys: the task's parameters and `format.<key>` (the in-context
+    format, tasks/incontext.py); a key the task does not take is rejected by name."""
+    where = f"config.grid[{i}].hparams"
+    names: dict[str, None] = {}
+    for base in bases:
+        spec = config["datasets"][base]
+        task = spec["task"]
+        params = {k: v for k, v in spec.items() if k not in ("task", FORMAT_KEY)}
+        parsed = CHECKS[task](params)
+        fmt = parse_format(spec.get(FORMAT_KEY) or {})
+        known = [f.name for f in dataclasses.fields(parsed)]
+        known += [f"{FORMAT_KEY}.{f.name}" for f in dataclasses.fields(FormatParams)]
+        for key in axis:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean 'data.{close[0]}'?)" if close else ""
+                raise ValueError(f"{where}.data.{key}: task {task} (config.datasets.{base}) has no "
+                                 f"parameter {key!r}{hint}; its parameters: {', '.join(known)}")  # fmt: skip
+
+        def current(key: str, parsed=parsed, fmt=fmt) -> Any:
+            head, _, rest = key.partition(".")
+            return getattr(fmt, rest) if head == FORMAT_KEY else getattr(parsed, key)
+
+        for name, variant in _variants(base, spec, axis, current):
+            try:
+                check_params(task, {k: v for k, v in variant.items() if k != "task"})
+            except ValueError as e:  # the message starts with the parameter's name
+                raise ValueError(f"{where}: dataset {name}: {e}") from None
+            config["datasets"][name] = variant
+            names[name] = None
+    return list(names)
 
 
 def _get(spec: dict, dotted: str) -> Any:
@@ -352,6 +463,32 @@ def _check_checkpoints(cfg: TrainConfig, analysis: AnalysisConfig, where: str) -
             raise ValueError(
                 f"{where}.{key}={mine!r}: must equal config.analysis.{key} ({theirs!r}); set it to {theirs!r}"
             )
+
+
+def _check_packs(config: dict) -> None:
+    """Runs trained in a pack (config.pack.size > 1, a block with more than one seed; grokbench.grid.packs)
+    must use only what packed training reproduces (grokbench.train.packed): no accelerators, no weights
+    across training, no dropout, no kernel backend. Rejected by name here, rather than trained otherwise."""
+    size = config.get("pack", {}).get("size", 1)
+    for pack in packs(config):
+        if len(pack.seeds) < 2:
+            continue  # trained as a single run
+        fix = f"set config.pack.size: 1, or train {pack.pack_id}'s seeds {list(pack.seeds)} in other blocks"
+        where = f"config.pack.size={size}: pack {pack.pack_id} (seeds {list(pack.seeds)})"
+        cfg = TrainConfig.from_dict(config["training"][pack.training])
+        if cfg.accelerators.active:
+            raise ValueError(f"{where}: config.training.{pack.training}.accelerators (Grokfast, perp_grad, "
+                             f"StableMax, wd_schedule) is not supported in a pack; {fix}")  # fmt: skip
+        if cfg.checkpoints is not None:
+            raise ValueError(f"{where}: config.training.{pack.training}.checkpoints (weights across "
+                             f"training) is not supported in a pack; {fix}")  # fmt: skip
+        spec = config["models"][pack.model]
+        if spec.get("dropout", 0) > 0:
+            raise ValueError(f"{where}: config.models.{pack.model}.dropout={spec['dropout']} is not "
+                             f"supported in a pack (random masks under vmap); {fix}")  # fmt: skip
+        if spec.get("backend") == "kernels":
+            raise ValueError(f"{where}: config.models.{pack.model}.backend='kernels' is not supported in "
+                             f"a pack (kernel libraries under vmap are untested); {fix}")  # fmt: skip
 
 
 def _check_sweeps(config: dict, grid: list[Cell]) -> None:

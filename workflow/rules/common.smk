@@ -17,7 +17,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 
 
 from grokbench import grid, study  # noqa: E402
-from grokbench.report import FIGURES  # noqa: E402
+from grokbench.report import FIGURES, MECH_FIGURES  # noqa: E402
 from grokbench.provenance import code_fingerprint  # noqa: E402
 from grokbench.train.config import TrainConfig  # noqa: E402
 
@@ -43,11 +43,15 @@ config.update(load_study())
 
 RESULTS = config["results"]
 CELLS = grid.cells(config)
+# Packs of more than one run (config `pack.size` > 1): one job each (train.smk); every other run is a job
+# of rule `train`. A pack is the grid's seeds of one block [kN, (k+1)N) of one dataset x model x training
+# (grokbench.grid.packs): adding seeds in new blocks adds packs and leaves existing packs as they are.
+PACKS = [p for p in grid.packs(config) if len(p.seeds) > 1]
 
 
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",  # + joins a swept variant (grid hparams data.*) to its base
+    model=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",  # ... (model.*)
     training=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",  # + joins a hyperparameter setting to its base
     seed=r"\d+",
 
@@ -59,6 +63,38 @@ def as_json(obj):
 
 def run_dir(cell):
     return f"{RESULTS}/runs/{cell.run_id}"
+
+
+def pack_rule_name(pack):
+    """`train_pack_<pack id, non-word characters as _>_<6 hex of its sha256>`: stable, unique, one word."""
+    import hashlib
+    import re
+
+    digest = hashlib.sha256(pack.pack_id.encode()).hexdigest()[:6]
+    word = re.sub(r"\W+", "_", pack.pack_id)
+    return f"train_pack_{word}_{digest}"
+
+
+def pack_outputs(pack):
+    """Every member's outputs, as rule `train` names them for one run."""
+    names = ("metrics.parquet", "model.pt", "run.json")
+    return [f"{run_dir(c)}/{name}" for c in pack.cells for name in names]
+
+
+def train_resources():
+    """What the profile's `set-resources: train:` gives a training job (profiles/default/config.yaml), for
+    the pack rules, which it cannot name in advance; {} without a profile."""
+    settings = getattr(workflow, "resource_settings", None)
+    train = dict(getattr(settings, "overwrite_resources", None) or {}).get("train", {})
+    # Snakemake holds them as Resource objects; a rule takes the values as the profile gave them
+    return {name: getattr(value, "raw", value) for name, value in train.items()}
+
+
+def train_threads():
+    """The profile's `set-threads: train:` if it sets one (GROKBENCH_TRAIN_THREADS), else the study's."""
+    settings = getattr(workflow, "resource_settings", None)
+    threads = dict(getattr(settings, "overwrite_threads", None) or {}).get("train")
+    return threads or config["threads"]
 
 
 def run_outputs(name):
@@ -100,8 +136,14 @@ def weight_norm_tables():
     return [f"{RESULTS}/mech/{c.run_id}/weight_norms.parquet" for c in CHECKPOINTED]
 
 
+def mech_tables(name):
+    """Every checkpointed run's `name` table (logit_lens, probes, tracing) from rule mech."""
+    return [f"{RESULTS}/mech/{c.run_id}/{name}.parquet" for c in CHECKPOINTED]
+
+
 def mech_outputs():
-    """The weight_norms figure (and so every run's table) if some run keeps checkpoints, else nothing."""
+    """The figures of the checkpoints (MECH_FIGURES: weight_norms, probes, logit_lens, tracing; and so
+    every run's tables) if some run keeps checkpoints, else nothing."""
     if not CHECKPOINTED:
         return []
-    return expand(f"{RESULTS}/figures/weight_norms.{{ext}}", ext=["pdf", "png"])
+    return expand(f"{RESULTS}/figures/{{figure}}.{{ext}}", figure=MECH_FIGURES, ext=["pdf", "png"])

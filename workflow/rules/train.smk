@@ -30,3 +30,46 @@ rule train:
         " --training {params.training:q} --seed {wildcards.seed} --out-dir {params.out_dir}"
         " --dataset {wildcards.dataset} --model-name {wildcards.model}"
         " --training-name {wildcards.training} --threads {threads} > {log} 2>&1"
+
+
+# Packs (config `pack.size` > 1; grokbench/train/pack.py): one job trains the seeds of one block together
+# and writes each member's outputs into its run folder, as rule `train` would for it alone. A rule without
+# wildcards per pack: Snakemake prefers it to `train` for its members' files. Retries and resume as for
+# `train`: a pack stopped by its time limit saves its state (pack-resume.pt in its first member's folder)
+# and its retry resumes it. Resources: the profile's `set-resources: train:` (train_resources()).
+for _pack in PACKS:
+
+    rule:
+        name:
+            pack_rule_name(_pack)
+        input:
+            data=f"{RESULTS}/data/{_pack.dataset}.parquet",
+        output:
+            pack_outputs(_pack),
+        log:
+            f"{RESULTS}/logs/train/{_pack.pack_id}.log",
+        retries: (int(os.environ.get("GROKBENCH_TRAIN_ATTEMPTS") or 5) - 1) if workflow.is_main_process else 0
+        group:
+            "train"
+        conda:
+            "../envs/grokbench.yaml"
+        threads: train_threads()
+        resources:
+            **train_resources(),
+        params:
+            model=as_json(config["models"][_pack.model]),
+            training=as_json(config["training"][_pack.training]),
+            seeds=list(_pack.seeds),
+            out_dirs=[run_dir(c) for c in _pack.cells],
+            pack_id=_pack.pack_id,
+            size=_pack.size,
+            dataset=_pack.dataset,
+            model_name=_pack.model,
+            training_name=_pack.training,
+            code=code_fingerprint("train"),
+        shell:
+            "exec python -m grokbench train-pack --data {input.data} --model {params.model:q}"
+            " --training {params.training:q} --seeds {params.seeds} --out-dirs {params.out_dirs:q}"
+            " --pack-id {params.pack_id:q} --pack-size {params.size} --dataset {params.dataset}"
+            " --model-name {params.model_name} --training-name {params.training_name:q}"
+            " --threads {threads} > {log} 2>&1"

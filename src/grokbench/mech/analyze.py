@@ -165,6 +165,31 @@ def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
     return files
 
 
+IDENTITY = ("run_id", "dataset", "model", "training", "seed", "family")  # as mech/weights.py's tables
+
+
+def run_identity(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's identity from its run.json (train/run.py): run_id, its cell (dataset, model, training,
+    seed) and model family; empty where run.json does not name the run."""
+    info = Path(run_dir) / RUN_INFO
+    info = json.loads(info.read_text()) if info.exists() else {}
+    if "run_id" not in info:
+        return {}
+    cell = info.get("cell", {})
+    return {
+        "run_id": info["run_id"],
+        **{k: cell.get(k) for k in ("dataset", "model", "training", "seed")},
+        "family": info.get("config", {}).get("model", {}).get("family"),
+    }
+
+
+def checkpoint_reasons(run_dir: str | os.PathLike) -> dict[str, str]:
+    """Checkpoint file (relative to the run folder) -> the `reason` run.json lists with it."""
+    info = Path(run_dir) / RUN_INFO
+    listed = (json.loads(info.read_text()).get("checkpoints") or []) if info.exists() else []
+    return {e["file"]: e.get("reason", "") for e in listed}
+
+
 def analyze_run(
     run_dir: str | os.PathLike,
     data: str | os.PathLike | Dataset,
@@ -173,14 +198,19 @@ def analyze_run(
     **options: Any,
 ) -> dict[str, pd.DataFrame]:
     """`analyze_checkpoint` on every file of `checkpoint_files(run_dir)`, the tables concatenated; a
-    second column `checkpoint` names the file (relative to the run folder)."""
+    second column `checkpoint` names the file (relative to the run folder) and a third its `reason` in
+    run.json (grokbench.train.checkpoints; "final" for a model.pt alone). Where run.json names the run,
+    its identity (`IDENTITY`: run_id, dataset, model, training, seed, family) comes first."""
     ds = data if isinstance(data, Dataset) else read_dataset(Path(data))
+    identity, reasons = run_identity(run_dir), checkpoint_reasons(run_dir)
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
     for path in checkpoint_files(run_dir):
         tables = analyze_checkpoint(path, ds, device=device, **options)
+        file = path.relative_to(run_dir).as_posix()
         for name, df in tables.items():
-            df.insert(1, "checkpoint", str(path.relative_to(run_dir)))
-            parts[name].append(df)
+            df.insert(1, "checkpoint", file)
+            df.insert(2, "reason", reasons.get(file, "final" if file == FINAL else ""))
+            parts[name].append(_with(df, identity))
     return {name: pd.concat(dfs, ignore_index=True) for name, dfs in parts.items()}
 
 

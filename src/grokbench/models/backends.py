@@ -22,12 +22,16 @@ they are measured there (FAST_DEVICES).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import warnings
+from collections.abc import Iterator
 
 import torch
 
 BACKENDS = ("auto", "torch", "fast", "kernels")
+RAN = ("kernels", "fast", "torch")  # what an operator can run (`note`, `resolved`)
 KERNEL_MIN_SEQ_LEN = 64
 # devices on which "auto" runs the fast forms (not yet measured on CUDA)
 FAST_DEVICES = ("cpu",)
@@ -35,13 +39,30 @@ FAST_DEVICES = ("cpu",)
 
 @functools.cache
 def kernel_module(module: str):
-    """The kernel module if CUDA is available and it imports, else None (cached per process)."""
+    """The kernel module if CUDA is available and it imports, else None (cached per process).
+
+    A kernel library that is not installed is optional: None, silently. One that is installed but fails
+    to import (a triton or CUDA mismatch, a missing dependency, an old version without the operator)
+    warns once per module and process, naming the module and the error, since "auto" then runs the
+    PyTorch path where the kernel was expected."""
     if not torch.cuda.is_available():
         return None
     try:
         return importlib.import_module(module)
-    except Exception:  # ImportError, or a CUDA extension / triton failing at import
+    except Exception as e:  # ImportError, or a CUDA extension / triton failing at import
+        if not _not_installed(e, module):
+            warnings.warn(
+                f"kernel module {module} is installed but failed to import ({type(e).__name__}: {e}); "
+                "backend 'auto' runs the PyTorch path instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return None
+
+
+def _not_installed(error: Exception, module: str) -> bool:
+    """Whether `error`, raised importing `module`, says only that its top-level package is not installed."""
+    return isinstance(error, ModuleNotFoundError) and error.name == module.split(".")[0]
 
 
 def check_backend(backend: str) -> None:
@@ -73,3 +94,46 @@ def use_fast(backend: str, x: torch.Tensor, max_len: int | None) -> bool:
     if backend != "auto" or x.device.type not in FAST_DEVICES:
         return False
     return max_len is None or x.shape[1] <= max_len
+
+
+# --- what ran: operator -> path, recorded while `recording` is on ---------------------------------------
+
+_ran: dict[str, set[str]] | None = None
+
+
+def note(op: str, choice: str) -> None:
+    """Record that operator `op` (e.g. "selective_scan") ran `choice` ("kernels", "fast" or "torch"), where
+    it dispatched (after use_kernels / use_fast decided); a no-op unless `recording` is on."""
+    if _ran is not None:
+        _ran.setdefault(op, set()).add(choice)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[dict[str, set[str]]]:
+    """Collect, while the block runs, operator -> the paths it ran (`note`)."""
+    global _ran
+    outer, _ran = _ran, {}
+    try:
+        yield _ran
+    finally:
+        _ran = outer
+
+
+def resolved(model: torch.nn.Module, x: torch.Tensor, amp=None) -> dict:
+    """What `model` runs on input ids `x` (B, T) under the autocast context `amp`: its `backend` option
+    (None for a family without one: attention only), T, and operator -> "kernels" | "fast" | "torch"
+    (paths joined by "+" if one operator ran several), as the operators decide it in a forward pass
+    (use_kernels, use_fast: the decision depends on the backend, the device, the dtype and the length,
+    not on gradients, so one forward without them decides as training does). run.json's `backends`."""
+    was_training = model.training
+    model.eval()
+    try:
+        with recording() as ran, torch.no_grad(), amp if amp is not None else contextlib.nullcontext():
+            model(x)
+    finally:
+        model.train(was_training)
+    return {
+        "backend": getattr(getattr(model, "config", None), "backend", None),
+        "seq_len": int(x.shape[1]),
+        "operators": {op: "+".join(c for c in RAN if c in paths) for op, paths in sorted(ran.items())},
+    }

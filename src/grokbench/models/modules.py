@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Backbone, BackboneConfig, check_at_least, check_positive
-from .backends import check_backend, use_fast
+from .backends import check_backend, note, use_fast
 
 DT_INIT_FLOOR = 1e-4  # smallest initial Δ (the Mamba authors' dt_init_floor)
 
@@ -176,7 +176,9 @@ class ShortConv(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.size(1)
-        if self.shifted or (self.backend is not None and use_fast(self.backend, x, None)):
+        shifted = self.shifted or (self.backend is not None and use_fast(self.backend, x, None))
+        note("short_conv", "fast" if shifted else "torch")  # backends.note: shifted products or conv1d
+        if shifted:
             k = self.kernel_size[0]
             xp = F.pad(x, (0, 0, k - 1, 0))  # (B, T + k - 1, D): k - 1 zero steps in front
             w = self.weight[:, 0, :]  # (D, k)

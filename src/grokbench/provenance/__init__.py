@@ -41,6 +41,8 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "weight_norms": ("mech/weights.py", "train/checkpoints.py", "models", "io.py", "curves.py"),
     # a checkpoint (or a run's checkpoints) and its dataset -> logit lens, probes, tracing tables
     "mech": ("mech", "models", "tasks", "io.py", "params.py"),
+    # the runs' mech tables (and the summary) -> the probes, logit_lens and tracing figures
+    "mech_plots": ("report/mech_plots.py", "report/plots.py", "report/survival.py"),
 }
 
 PACKAGES = (
@@ -54,10 +56,14 @@ PACKAGES = (
     "snakemake",
     "lifelines",
     "rocrate",
-    # optional: the numerical references and GPU kernel backends, where installed
+    # optional (null where not installed): the numerical references and GPU kernel backends. fla's code
+    # is the distribution fla-core since fla 0.3 (flash-linear-attention requires it); mamba-ssm's
+    # causal conv is causal-conv1d.
     "transformers",
     "flash-linear-attention",
+    "fla-core",
     "mamba-ssm",
+    "causal-conv1d",
     "triton",
 )
 

@@ -1,7 +1,8 @@
 """`grokbench audit PATH`: walk back from an output to everything it came from and check it still matches.
 
 Every output has a provenance record (see grokbench.provenance): a dataset its `<name>.provenance.json`, a run
-its `run.json`, the summary `summary.provenance.json`, a figure `<figure>.provenance.json`. A record
+its `run.json`, the summary `summary.provenance.json`, a figure `<figure>.provenance.json`, a run's mech
+tables `mech.provenance.json` (a record in the file's folder that lists it among its outputs). A record
 lists the sha256 of its inputs and outputs and the fingerprint of the code of its stage. The audit starts
 at PATH's record, follows every input to that input's record, and reports:
 
@@ -33,6 +34,11 @@ def record_path(path: Path) -> Path | None:
         candidates.append(path.parent.with_name(RUN_RECORD))
     for candidate in candidates:
         if candidate.exists():
+            return candidate
+    # one record for several outputs (grokbench mech: mech.provenance.json beside its three tables)
+    for candidate in sorted(path.parent.glob("*.provenance.json")):
+        outputs = json.loads(candidate.read_text()).get("outputs", {})
+        if any(Path(name).name == path.name for name in outputs):
             return candidate
     return None
 
@@ -83,7 +89,7 @@ class Audit:
         stage = info.get("stage", "?")
         git = info.get("git") or {}
         commit = (git.get("commit") or "no commit")[:12] + (" (dirty)" if git.get("dirty") else "")
-        self.lines.append(f"{pad}{stage:9s}{record}  [{info.get('finished', '?')}, {commit}]")
+        self.lines.append(f"{pad}{stage + ' ':9s}{record}  [{info.get('finished', '?')}, {commit}]")
         if stage not in STAGE_SOURCES:
             self.problem(
                 f"{pad}  CODE     {record} names an unknown stage {stage!r}; known: {sorted(STAGE_SOURCES)}"

@@ -54,7 +54,7 @@ NO_LICENSE = "No license stated: ask the study's authors before reusing it (grok
 
 # stage of a record -> the `python -m grokbench` command that ran it and the Snakemake rule(s)
 COMMANDS = {"data": "data", "train": "train", "analysis": "analyze", "claims": "claims", "plots": "plot",
-            "weight_norms": "weight-norms"}  # fmt: skip
+            "weight_norms": "weight-norms", "mech": "mech", "mech_plots": "plot"}  # fmt: skip
 STEP_ORDER = ("dataset", "train", "summary", "claims", "figure")
 
 MEDIA_TYPES = {
@@ -255,7 +255,7 @@ class Export:
 
 def _rule(record: Record) -> str:
     stage = record.stage
-    if stage == "plots":
+    if stage in ("plots", "mech_plots"):
         out = next(iter(record.info.get("outputs", {})), "")
         return f"figure_{Path(out).name.split('.')[0]}"
     return {"data": "dataset", "train": "train", "analysis": "summary", "claims": "claims"}.get(stage, stage)

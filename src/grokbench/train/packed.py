@@ -18,25 +18,43 @@ architecture. The per-model losses are summed and back-propagated once: model m'
 the gradient of model m's loss (the models share nothing), so each slice of a stacked gradient is that
 model's own gradient.
 
-The optimizer is `torch.optim.AdamW` (fused on CUDA) on the stacked tensors. Per model this is the same
-update as a separate AdamW: the AdamW update is elementwise, with per-element moments, and its only
-non-elementwise inputs are the group's hyperparameters, the learning rate of the schedule and the step
-count, which all seeds share because they all step at every step. Weight-decay groups are decided per
+The optimizer is `torch.optim.AdamW` (fused where `trainer.use_fused`) on the stacked tensors. Per model
+this is the same update as a separate AdamW: the AdamW update is elementwise, with per-element moments, and
+its only non-elementwise inputs are the group's hyperparameters, the learning rate of the schedule and the
+step count, which all seeds share because they all step at every step. Weight-decay groups are decided per
 parameter name on one model's (unstacked) parameters, as `trainer.make_optimizer` decides them.
 
-Divergence: a seed whose training loss is not finite at step k is marked diverged at k (on the device,
-no host sync per step); it does not touch the others, since no computation mixes the models (the summed
-loss gives each model the gradient of its own loss, clipping and AdamW act per element or per model), so
-they train on exactly as they would have. Its `Result` has `diverged_step` k and `diverged_loss`, its
-metrics end with its last evaluation at or before k (unlike `trainer.train`, no extra evaluation at k),
-and its weights are not those of step k: it kept training on non-finite values. Packed training stops at
-the first evaluation at which every seed has diverged.
+Divergence: a seed whose training loss is not finite at step k is marked diverged at k; it does not touch
+the others, since no computation mixes the models (the summed loss gives each model the gradient of its
+own loss, clipping and AdamW act per element or per model), so they train on exactly as they would have.
+Its `Result` has `diverged_step` k and `diverged_loss`. Off CUDA, where reading the losses on the host
+costs nothing, the rest is as `trainer.train` has it: its weights are those of step k (a copy taken
+before the update of step k) and its metrics end with an evaluation at k (unless evaluated at k already).
+On CUDA the check stays on the device (no host sync per step): its metrics end with its last evaluation
+at or before k and its weights are not those of step k (it kept training on non-finite values). Packed
+training stops at the first evaluation at which every seed has diverged or stopped early.
 
-Not supported packed (`train_packed` raises ValueError naming the option): the grokking accelerators
-(`training.accelerators`: their filters and ⊥Grad act on a module's own gradients), checkpoint/resume,
-and dropout > 0 (random masks under vmap would not reproduce separate runs). `metrics["elapsed"]` is the
-wall time of the packed training, the same for every seed. With `training.compile`, the training step's
-forward and loss are compiled (torch.compile, static shapes); evaluation runs eagerly.
+Early stop (`training.early_stop`, train/early_stop.py): each seed is judged on its own curve after each
+evaluation, as `trainer.train` judges it; a seed that meets the criterion at step k is stopped there: its
+metrics end with the evaluation at k and its `Result` holds its weights of step k (a copy taken then) and
+`stopped_step` k, exactly as if trained alone. The pack trains on while any seed still trains (a stopped
+seed's slice keeps being updated, unused), and stops at the first evaluation at which every seed has
+stopped or diverged.
+
+Not supported packed (`train_packed` raises ValueError naming the option; grokbench.study rejects these
+for a study's packs before any job): the grokking accelerators (`training.accelerators`: their filters and
+⊥Grad act on a module's own gradients), weights across training (`training.checkpoints`), and dropout > 0
+(random masks under vmap would not reproduce separate runs).
+
+Checkpoint/resume, as `trainer.train` (train/resume.py): with a `checkpoint`, the pack resumes from a saved
+state of the same fingerprint, saves every `checkpoint.every` steps or minutes, and on SIGTERM / SIGUSR1
+saves and raises `Interrupted`. The state holds the stacked weights, the optimizer and scheduler, every
+seed's sampler generator and the batch indices drawn ahead, torch's RNG states, the metrics, divergence
+and early-stop records so far: a resumed pack continues the same computation, so its results are bit for
+bit those of an uninterrupted one (same device and software; `elapsed` is wall time).
+`metrics["elapsed"]` is the wall time of the packed training, the same for every seed. With
+`training.compile`, the training step's forward and loss are compiled (torch.compile, static
+shapes); evaluation runs eagerly.
 """
 
 from __future__ import annotations
@@ -54,13 +72,14 @@ from tqdm import tqdm
 
 from .config import TrainConfig
 from .data import IGNORE, Tensors
+from .resume import Checkpointer, Interrupted, rng_states, set_rng_states
 from .trainer import BatchSampler, Result, adamw, autocast, decays, pick_device, short
 
 CLIP_EPS = 1e-6  # added to the gradient norm before dividing, as torch.nn.utils.clip_grad_norm_ does
 INDEX_BLOCK = 64  # steps of batch indices drawn ahead and sent to a CUDA device in one copy
 
 
-def check_packable(cfg: TrainConfig, seeds: Sequence[int], checkpoint: object = None) -> None:
+def check_packable(cfg: TrainConfig, seeds: Sequence[int]) -> None:
     """Raise ValueError, naming the option, for what packed training does not support."""
     if len(seeds) == 0:
         raise ValueError("train_packed: no seeds given")
@@ -71,9 +90,10 @@ def check_packable(cfg: TrainConfig, seeds: Sequence[int], checkpoint: object = 
             "training.accelerators is not supported by packed training (Grokfast, perp_grad, StableMax and "
             "wd_schedule act on one model's gradients and optimizer); train these runs one at a time"
         )
-    if checkpoint is not None:
+    if cfg.checkpoints is not None:
         raise ValueError(
-            "checkpoint/resume is not supported by packed training; train these runs one at a time"
+            "training.checkpoints (weights across training) is not supported by packed training; train "
+            "these runs one at a time"
         )
 
 
@@ -194,16 +214,19 @@ def train_packed(
     seeds: Sequence[int],
     desc: str = "train",
     progress: bool = True,
-    checkpoint: object = None,
+    checkpoint: Checkpointer | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_metrics: Callable[[int, int, list[dict]], None] | None = None,
 ) -> list[Result]:
     """Train one run per seed, all together; returns each seed's `Result`, in the order of `seeds`.
 
     See the module docstring for what matches `trainer.train` and what raises ValueError.
-    `on_step(step)` is called after every optimizer step (0-based).
+    `on_step(step)` is called after every optimizer step (0-based). `on_metrics(m, step, rows)` is called
+    for seed number m (its index in `seeds`) with all its metrics rows so far (the list itself, not to be
+    kept or changed): once when the loop starts (no rows), then after each evaluation that adds rows of it.
     """
     seeds = list(seeds)
-    check_packable(cfg, seeds, checkpoint)
+    check_packable(cfg, seeds)
     device = pick_device(cfg.device)
     models = []
     for seed in seeds:  # exactly as `train` initializes each run
@@ -234,16 +257,43 @@ def train_packed(
 
     # `compile`: the training forward and loss as one graph (fixed shapes); evaluation stays eager
     step_fn = torch.compile(step_loss) if cfg.compile else step_loss
-    indices = IndexStream([BatchSampler(t, cfg, seed) for seed in seeds], device)
+    samplers = [BatchSampler(t, cfg, seed) for seed in seeds]
+    host_check = device.type != "cuda"  # divergence read on the host at every step (free off CUDA)
+    indices = IndexStream(samplers, device)
     eval_steps = set(cfg.eval.steps(cfg.steps))
     rows: list[list[dict]] = [[] for _ in seeds]
     # per seed, on the device: the first step whose training loss was not finite (-1: none yet), that loss
     bad_step = torch.full((len(seeds),), -1, dtype=torch.int64, device=device)
     bad_loss = torch.zeros(len(seeds), device=device)
     diverged: list[int] = [-1] * len(seeds)  # bad_step as the host last read it
-    start = time.perf_counter()
+    stopped: list[int | None] = [None] * len(seeds)  # early stop (cfg.early_stop): the step it stopped at
+    kept: dict[int, dict[str, torch.Tensor]] = {}  # a stopped seed's weights of its stop step
+    first_step, spent = 0, 0.0  # where this process starts, and training time spent before it
+    state = checkpoint.load() if checkpoint else None
+    if state is not None:
+        with torch.no_grad():
+            for name, p in packed.params.items():
+                p.copy_(state["params"][name])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        for sampler, gen_state in zip(samplers, state["samplers"]):
+            sampler.gen.set_state(gen_state)
+        indices.buffer = [b.to(device) for b in state["indices"]]
+        set_rng_states(state["rng"])
+        rows, first_step, spent = state["metrics"], state["step"], state["elapsed"]
+        bad_step.copy_(state["bad_step"])
+        bad_loss.copy_(state["bad_loss"])
+        stopped = state["stopped"]
+        kept = {m: {n: w.to(device) for n, w in ws.items()} for m, ws in state["kept"].items()}
+    if on_metrics is not None:
+        for m in range(len(seeds)):
+            on_metrics(m, first_step, rows[m])
+    start = time.perf_counter() - spent
+    if checkpoint:
+        checkpoint.install_signal_handlers()
     bar = tqdm(
         total=cfg.steps,
+        initial=first_step,
         desc=f"{desc} x{len(seeds)}",
         disable=not progress,
         mininterval=0.5 if sys.stderr.isatty() else 30,
@@ -251,19 +301,46 @@ def train_packed(
     )
     postfix: dict[str, str] = {}
     try:
-        for step in range(cfg.steps + 1):
+        for step in range(first_step, cfg.steps + 1):
+            if checkpoint is not None and step > first_step and checkpoint.due(step):
+                stopping = checkpoint.save(
+                    dict(
+                        params={n: p.detach() for n, p in packed.params.items()},
+                        optimizer=opt.state_dict(),
+                        scheduler=sched.state_dict(),
+                        samplers=[sampler.gen.get_state() for sampler in samplers],
+                        indices=[b.cpu() for b in indices.buffer],  # drawn ahead, not yet used
+                        rng=rng_states(),
+                        metrics=rows,
+                        step=step,
+                        elapsed=time.perf_counter() - start,
+                        bad_step=bad_step.cpu(),
+                        bad_loss=bad_loss.cpu(),
+                        stopped=stopped,
+                        kept={m: {n: w.cpu() for n, w in ws.items()} for m, ws in kept.items()},
+                    )
+                )
+                if stopping:
+                    raise Interrupted(f"stopped at step {step} by a signal; state saved to {checkpoint.path}")
             if step in eval_steps:
                 diverged = bad_step.tolist()  # a host sync, as the evaluation's own
-                if all(0 <= k < step for k in diverged):
-                    break  # every seed has diverged
+                if all(0 <= k < step or s is not None for k, s in zip(diverged, stopped)):
+                    break  # every seed has diverged or stopped early
                 elapsed = time.perf_counter() - start
                 for m, result in enumerate(evaluate_packed(packed, t, cfg.eval.batch_size, amp)):
-                    if 0 <= diverged[m] < step:
-                        continue  # diverged before this evaluation
+                    if 0 <= diverged[m] < step or stopped[m] is not None:
+                        continue  # diverged before this evaluation, or stopped early
                     for name, (loss, acc) in result.items():
                         rows[m].append(dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
                         if m == 0:
                             postfix[name] = f"{acc:.2f}"
+                    if on_metrics is not None:
+                        on_metrics(m, step, rows[m])
+                    if cfg.early_stop is not None and step < cfg.steps and cfg.early_stop.reached(rows[m]):
+                        stopped[m] = step  # as trainer.train: memorized, generalized OOD and stayed there
+                        kept[m] = {n: p.detach()[m].clone() for n, p in packed.params.items()}
+                if all(0 <= k <= step or s is not None for k, s in zip(diverged, stopped)):
+                    break  # no seed trains on
             if step == cfg.steps:
                 break
             idx = indices()  # (n, B)
@@ -272,6 +349,19 @@ def train_packed(
             first = ~finite & (bad_step < 0)
             bad_step.copy_(torch.where(first, step, bad_step))
             bad_loss.copy_(torch.where(first, losses.detach().float(), bad_loss))
+            if host_check and bool(first.any()):  # off CUDA: end a diverged seed as trainer.train does
+                newly = [m for m, f in enumerate(first.tolist()) if f and stopped[m] is None]
+                if newly and step not in eval_steps:  # its evaluation at k, unless it was just evaluated
+                    elapsed = time.perf_counter() - start
+                    result = evaluate_packed(packed, t, cfg.eval.batch_size, amp)
+                    for m in newly:
+                        for name, (loss, acc) in result[m].items():
+                            row = dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed)
+                            rows[m].append(row)
+                        if on_metrics is not None:
+                            on_metrics(m, step, rows[m])
+                for m in newly:  # its weights of step k: those before this step's update
+                    kept[m] = {n: p.detach()[m].clone() for n, p in packed.params.items()}
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # model m's parameters get the gradient of model m's loss only
             if cfg.grad_clip:
@@ -286,20 +376,26 @@ def train_packed(
             bar.update()
     finally:
         bar.close()
+        if checkpoint:
+            checkpoint.restore_signal_handlers()
     wall = time.perf_counter() - start
     diverged, losses_at = bad_step.tolist(), bad_loss.tolist()
     results = []
     for m, model in enumerate(models):
         with torch.no_grad():
             for name, p in model.named_parameters():
-                p.data = packed.params[name].detach()[m].clone()  # its own storage again
+                # its own storage again; a seed stopped early gets its weights of the stop step
+                p.data = kept[m][name] if m in kept else packed.params[name].detach()[m].clone()
         metrics = pd.DataFrame(rows[m], columns=["step", "split", "loss", "accuracy", "elapsed"])
-        k = diverged[m] if diverged[m] >= 0 else None
+        # a seed stopped early ended there: what its unused slice did later does not count
+        k = diverged[m] if diverged[m] >= 0 and stopped[m] is None else None
         if k is not None:
             print(
                 f"{desc} seed {seeds[m]}: diverged: the training loss at step {k} is {losses_at[m]} "
                 "(not finite); its results end there",
                 file=sys.stderr,
             )
-        results.append(Result(metrics, model, wall, str(device), k, None if k is None else losses_at[m]))
+        result = Result(metrics, model, wall, str(device), k, None if k is None else losses_at[m])
+        result.stopped_step = stopped[m]
+        results.append(result)
     return results

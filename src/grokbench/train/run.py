@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
+from torch import nn
 
 from .. import provenance
 from ..grid import Cell
 from ..io import atomic_path, sha256_bytes, sha256_file, write_json
-from ..models import build_model, count_params
-from ..tasks.base import read_dataset
+from ..models import backends, build_model, count_params
+from ..tasks.base import Dataset, read_dataset
 from . import checkpoints
 from .checkpoints import WeightCheckpoints, save_weights, weights_state
 from .config import TrainConfig
-from .data import build_tensors
+from .data import Tensors, build_tensors
 from .live import PROGRESS, Progress, TensorBoard
 from .resume import COMPLETED, DIVERGED, Checkpointer, Interrupted, Segment
-from .trainer import train
+from .trainer import Result, autocast, train
 
 METRICS = "metrics.parquet"
 CHECKPOINT = "model.pt"
 RUN_INFO = "run.json"
 RESUME = "resume.pt"  # the resumable state of an unfinished run (not a Snakemake output)
+
+
+def ran_backends(model: nn.Module, t, cfg: TrainConfig, device: str | torch.device) -> dict[str, Any]:
+    """run.json's `backends`: the model's backend option, the input length and operator -> "kernels" |
+    "fast" | "torch", as the trained model's operators decide it (models/backends.py `resolved`: one
+    forward pass on the device, under the run's autocast, at the training length)."""
+    device = torch.device(device)
+    return backends.resolved(model, t.x[:1].to(device), autocast(device, cfg.precision))
 
 
 def run(
@@ -49,6 +60,8 @@ def run(
       its outputs are written all the same, metrics ending with an evaluation at that step);
       `diverged_step` (int, else null) and `diverged_loss` (the loss as text, "nan" / "inf" / "-inf",
       else null);
+    - `backends`: what the model's operators ran (`ran_backends`): {"backend": the model's option,
+      "seq_len", "operators": {op: "kernels" | "fast" | "torch"}} ({} operators: attention only);
     - `segments`: one record per start of the training process on this run (the first, then each resume;
       see `resume.Segment.record`), `n_segments`, and `wall_seconds`, the sum of their wall seconds;
       `started` is the first segment's start.
@@ -100,9 +113,34 @@ def run(
     finally:
         if board is not None:
             board.close()
+    info = write_outputs(out_dir, result, cfg, model_spec, seed, cell, run_id, data, ds, t,
+                         weights, checkpoint.segments)  # fmt: skip
+    checkpoint.remove()
+    live.remove()
+    return info
+
+
+def write_outputs(
+    out_dir: Path,
+    result: Result,
+    cfg: TrainConfig,
+    model_spec: dict[str, Any],
+    seed: int,
+    cell: dict[str, Any],
+    run_id: str,
+    data: str | Path,
+    ds: Dataset,
+    t: Tensors,
+    weights: WeightCheckpoints | None,
+    segments_of: Callable[[int, str], list[dict[str, Any]]],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a trained run's metrics.parquet, model.pt, kept weights and run.json into `out_dir`; return
+    run.json's record. `segments_of(end_step, ended)` gives the records of the processes that trained it
+    (`Checkpointer.segments`); `extra`: more run.json fields (a pack's, train/pack.py)."""
     diverged = result.diverged_step is not None
     end_step = result.diverged_step if diverged else result.stopped_step or cfg.steps
-    segments = checkpoint.segments(end_step, DIVERGED if diverged else COMPLETED)
+    segments = segments_of(end_step, DIVERGED if diverged else COMPLETED)
     n_params = count_params(result.model)
 
     table = pa.Table.from_pandas(result.metrics, preserve_index=False)
@@ -118,9 +156,10 @@ def run(
         inputs={str(data): sha256_file(data)},
         data_content_hash=ds.meta.get("content_hash"),
         n_params=n_params,
-        vocab_size=vocab_size,
-        block_size=block_size,
+        vocab_size=len(ds.vocab),
+        block_size=t.block_size,
         device=result.device,
+        backends=ran_backends(result.model, t, cfg, result.device),
         status=DIVERGED if diverged else COMPLETED,
         diverged_step=result.diverged_step,
         stopped_early=result.stopped_step is not None,  # train/early_stop.py: memorized and generalized
@@ -131,6 +170,7 @@ def run(
         segments=segments,
         started=segments[0]["started"],
         finished=provenance.now(),
+        **(extra or {}),
         # weights across training (train/checkpoints.py): step, file (in out_dir), sha256, reason(s)
         checkpoints=saved,
         outputs={
@@ -139,6 +179,4 @@ def run(
         },
     )
     write_json(out_dir / RUN_INFO, info)
-    checkpoint.remove()
-    live.remove()
     return info

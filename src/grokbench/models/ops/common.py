@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..backends import check_backend, use_fast, use_kernels
+from ..backends import check_backend, note, use_fast, use_kernels
 
 
 def compute_dtype(*xs: torch.Tensor) -> torch.dtype:
@@ -40,10 +40,14 @@ def run(
     `loop`, its reference; the PyTorch forms get the inputs in their compute dtype (None inputs stay None),
     and their output is cast back to v's dtype."""
     q, v = inputs[0], inputs[2]
+    op = module.rsplit(".", 1)[-1]  # fla.ops.gla -> gla (backends.note)
     with no_autocast(q):
         if use_kernels(backend, module, q):
+            note(op, "kernels")
             return kernel(*inputs, **kwargs)
-        form = fast if fast is not None and use_fast(backend, q, fast_max_len) else loop
+        is_fast = fast is not None and use_fast(backend, q, fast_max_len)
+        note(op, "fast" if is_fast else "torch")
+        form = fast if is_fast else loop
         dtype = compute_dtype(*(x for x in inputs if x is not None))
         o = form(*(None if x is None else x.to(dtype) for x in inputs), **kwargs)
     return o.to(v.dtype)

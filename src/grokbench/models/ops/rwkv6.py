@@ -31,7 +31,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ..backends import use_fast, use_kernels
+from ..backends import note, use_fast, use_kernels
 from .common import (
     channel_segment_sums,
     compute_dtype,
@@ -62,6 +62,7 @@ def rwkv6(
     parameter u are float32).
     """
     if use_kernels(backend, KERNEL_MODULE, r):
+        note("rwkv6", "kernels")
         from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
 
         kernel = fused_recurrent_rwkv6 if KERNEL == "fused_recurrent" else chunk_rwkv6
@@ -72,7 +73,9 @@ def rwkv6(
     dtype = compute_dtype(r, v)
     B, T, H, K = r.shape
     V = v.shape[-1]
-    if use_fast(backend, r, FAST_MAX_SEQ_LEN):
+    fast = use_fast(backend, r, FAST_MAX_SEQ_LEN)
+    note("rwkv6", "fast" if fast else "torch")
+    if fast:
         with no_autocast(r):
             S0 = None if initial_state is None else initial_state.to(dtype)
             o, S = _rwkv6_fast(*(x.to(dtype) for x in (r, k, v, w, u)), scale, S0, output_final_state)

@@ -47,7 +47,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..backends import use_fast, use_kernels
+from ..backends import note, use_fast, use_kernels
 from .common import (
     channel_segment_sums,
     compute_dtype,
@@ -103,6 +103,7 @@ def rwkv7(
     float32.
     """
     if use_kernels(backend, KERNEL_MODULE, r):
+        note("rwkv7", "kernels")
         from fla.ops.rwkv7 import chunk_rwkv7, fused_recurrent_rwkv7
 
         w, k, v, a, b = (x.to(r.dtype) for x in (w, k, v, a, b))
@@ -116,7 +117,9 @@ def rwkv7(
     dtype = compute_dtype(r, v)
     B, T, H, K = r.shape
     V = v.shape[-1]
-    if use_fast(backend, r, FAST_MAX_SEQ_LEN):
+    fast = use_fast(backend, r, FAST_MAX_SEQ_LEN)
+    note("rwkv7", "fast" if fast else "torch")
+    if fast:
         with no_autocast(r):
             inputs = (x.to(dtype) for x in (r, w, k, v, a, b))
             S0 = None if initial_state is None else initial_state.to(dtype)

@@ -32,7 +32,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ..backends import use_fast
+from ..backends import note, use_fast
 from .common import compute_dtype, no_autocast, time_step, use_mamba_kernel
 
 KERNEL_MODULE = "mamba_ssm.ops.selective_scan_interface"
@@ -52,8 +52,11 @@ def selective_scan(
     z and float32 A, D, delta_bias (common.use_mamba_kernel: no float64).
     """
     if use_mamba_kernel(backend, KERNEL_MODULE, u, "selective-scan"):
+        note("selective_scan", "kernels")
         return _selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    if use_fast(backend, u, FAST_MAX_SEQ_LEN):
+    fast = use_fast(backend, u, FAST_MAX_SEQ_LEN)
+    note("selective_scan", "fast" if fast else "torch")
+    if fast:
         return _selective_scan_fast(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     dtype = u.dtype
     f = compute_dtype(u)

@@ -25,7 +25,7 @@ import functools
 
 import torch
 
-from ..backends import use_fast
+from ..backends import note, use_fast
 from .common import compute_dtype, no_autocast, segment_sums, time_step, use_mamba_kernel
 
 KERNEL_MODULE = "mamba_ssm.ops.triton.ssd_combined"
@@ -45,6 +45,7 @@ def ssd(
     (common.use_mamba_kernel: no float64); `chunk_size` only sets its tiling.
     """
     if use_mamba_kernel(backend, KERNEL_MODULE, x, "SSD"):
+        note("ssd", "kernels")
         return _ssd_kernel(x, dt, A, B, C, D, dt_bias, dt_softplus, chunk_size)
     dtype = x.dtype
     f = compute_dtype(x)
@@ -52,7 +53,9 @@ def ssd(
     G, N = B.shape[2], B.shape[3]
     if H % G:
         raise ValueError(f"{H} heads cannot be split into {G} groups")
-    if use_fast(backend, x, FAST_MAX_SEQ_LEN):
+    fast = use_fast(backend, x, FAST_MAX_SEQ_LEN)
+    note("ssd", "fast" if fast else "torch")
+    if fast:
         with no_autocast(x):
             return _ssd_fast(x.to(f), dt.to(f), A.to(f), B.to(f), C.to(f), D, dt_bias, dt_softplus).to(dtype)
     x, dt, A = x.to(f), dt.to(f), A.to(f)
