@@ -29,9 +29,11 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 
-# one pytest-xdist worker per core; a test file stays on one worker (module fixtures, the SLURM cluster)
+# pytest-xdist: a test file stays on one worker (module fixtures, the SLURM cluster). One worker per core,
+# plus one: the SLURM tests' worker spends most of its ~8 minutes waiting for the cluster's jobs.
+WORKERS ?= $(shell echo $$(($(CORES) + 1)))
 test: lint
-	$(BIN)/pytest -n $(CORES) --dist loadfile --durations=15
+	$(BIN)/pytest -n $(WORKERS) --dist loadfile --durations=15
 
 clean:
 	rm -rf results .snakemake
