@@ -1,9 +1,29 @@
 """When a curve has reached a threshold and stayed there: the one definition the analysis (memorization and
-generalization steps) and early stop (grokbench.train.early_stop) share."""
+generalization steps), early stop (grokbench.train.early_stop) and the transition checkpoints
+(grokbench.train.checkpoints) share, with the splits and thresholds that name the transitions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """The splits and thresholds that define memorization and ID / OOD generalization: the analysis's
+    section, and the same keys in the training options that act on them (early stop, checkpoints), which a
+    study must set to the analysis's values (grokbench.study)."""
+
+    memorization_split: str = "train_inferred_id"
+    memorization_threshold: float = 0.99
+    id_split: str = "test_inferred_id"
+    ood_split: str = "test_inferred_ood"
+    threshold: float = 0.9
+    tolerance: float = 0.0
+
+
+TRANSITION_KEYS = tuple(Transitions.__dataclass_fields__)
 
 
 def first_stable_step(

@@ -52,6 +52,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .curves import TRANSITION_KEYS, Transitions
 from .grid import SECTIONS, Cell, cells, grid_matches, packs, setting_name, split_hparams
 from .models import FAMILIES, check_model_spec, family_keys
 from .models.presets import expand_preset
@@ -242,8 +243,10 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
                     _check_selection_data(config, block, i, analysis)
                     block["training"] = _expand_hparams(config, block["training"], axes["training"], i)
         for name, spec in config["training"].items():
-            _check_early_stop(TrainConfig.from_dict(spec), analysis, f"config.training.{name}.early_stop")
-            _check_checkpoints(TrainConfig.from_dict(spec), analysis, f"config.training.{name}.checkpoints")
+            cfg = TrainConfig.from_dict(spec)
+            early_keys = tuple(k for k in TRANSITION_KEYS if k != "id_split")
+            _check_transitions(cfg.early_stop, analysis, f"config.training.{name}.early_stop", early_keys)
+            _check_transitions(cfg.checkpoints, analysis, f"config.training.{name}.checkpoints")
         grid = cells(config)
         _check_packs(config)
         _check_sweeps(config, grid)
@@ -438,27 +441,16 @@ def summary_columns(config: dict) -> set[str]:
     return columns
 
 
-def _check_early_stop(cfg: TrainConfig, analysis: AnalysisConfig, where: str) -> None:
-    """An early stop judges the curve with the analysis's own splits, thresholds and tolerance, so that a
-    stopped run's steps mean what the summary says (grokbench.train.early_stop)."""
-    if cfg.early_stop is None:
+def _check_transitions(
+    option: Transitions | None, analysis: AnalysisConfig, where: str, keys: tuple[str, ...] = TRANSITION_KEYS
+) -> None:
+    """A training option that acts on the transitions (early stop: grokbench.train.early_stop, which does
+    not use id_split; transition checkpoints: grokbench.train.checkpoints) detects them with the analysis's
+    own splits, thresholds and tolerance, so that its steps mean what the summary says."""
+    if option is None:
         return
-    for key in ("memorization_split", "memorization_threshold", "ood_split", "threshold", "tolerance"):
-        mine, theirs = getattr(cfg.early_stop, key), getattr(analysis, key)
-        if mine != theirs:
-            raise ValueError(
-                f"{where}.{key}={mine!r}: must equal config.analysis.{key} ({theirs!r}); set it to {theirs!r}"
-            )
-
-
-def _check_checkpoints(cfg: TrainConfig, analysis: AnalysisConfig, where: str) -> None:
-    """Transition checkpoints are taken at the analysis's memorization / ID / OOD generalization steps,
-    detected with its own splits, thresholds and tolerance (grokbench.train.checkpoints)."""
-    if cfg.checkpoints is None:
-        return
-    keys = ("memorization_split", "memorization_threshold", "id_split", "ood_split", "threshold", "tolerance")
     for key in keys:
-        mine, theirs = getattr(cfg.checkpoints, key), getattr(analysis, key)
+        mine, theirs = getattr(option, key), getattr(analysis, key)
         if mine != theirs:
             raise ValueError(
                 f"{where}.{key}={mine!r}: must equal config.analysis.{key} ({theirs!r}); set it to {theirs!r}"

@@ -35,19 +35,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ..curves import first_stable_step
+from ..curves import Transitions, first_stable_step
 from ..grid import training_base
 from ..params import from_dict
 
 
 @dataclass(frozen=True)
-class AnalysisConfig:
-    memorization_split: str = "train_inferred_id"
-    memorization_threshold: float = 0.99
-    id_split: str = "test_inferred_id"
-    ood_split: str = "test_inferred_ood"
-    threshold: float = 0.9
-    tolerance: float = 0.0
+class AnalysisConfig(Transitions):
     selection_split: str = "val_inferred_ood"
     selection_rule: str = "earliest"  # see grokbench.report.selection
 

@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..curves import first_stable_step
+from ..curves import Transitions, first_stable_step
 from ..io import atomic_path, sha256_bytes
 
 CHECKPOINT_DIR = "checkpoints"  # in the run folder
@@ -63,17 +63,14 @@ def checkpoint_file(step: int) -> str:
 
 
 @dataclass(frozen=True)
-class Checkpoints:
+class Checkpoints(Transitions):
+    """Where to keep weights; the transitions are detected with the splits and thresholds (Transitions),
+    which must equal the analysis's."""
+
     log_spaced: int = 8  # evaluation steps spread on a log scale (0: none)
     initial: bool = True  # also step 0, the initialization
     transitions: bool = True  # at the memorization, ID and OOD generalization steps
     dtype: str = "fp32"  # fp32 (exact) | bf16 (half the size)
-    memorization_split: str = "train_inferred_id"
-    memorization_threshold: float = 0.99
-    id_split: str = "test_inferred_id"
-    ood_split: str = "test_inferred_ood"
-    threshold: float = 0.9
-    tolerance: float = 0.0
 
     def check(self, where: str) -> None:
         if self.log_spaced < 0:

@@ -21,17 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..curves import first_stable_step
+from ..curves import Transitions, first_stable_step
 
 
 @dataclass(frozen=True)
-class EarlyStop:
+class EarlyStop(Transitions):
+    """The splits and thresholds (Transitions: id_split is not used here) must equal the analysis's."""
+
     evals: int = 4  # evaluations after the OOD generalization step that must stay above
-    memorization_split: str = "train_inferred_id"
-    memorization_threshold: float = 0.99
-    ood_split: str = "test_inferred_ood"
-    threshold: float = 0.9
-    tolerance: float = 0.0
 
     def check(self, where: str) -> None:
         if self.evals < 1:
