@@ -61,6 +61,9 @@ class TrainConfig:
     # TensorBoard event files in the run folder (accuracy and loss per split, the config as hparams; train/
     # live.py): `tensorboard --logdir results/runs`. Needs the `tensorboard` extra; the results do not change
     tensorboard: bool = False
+    # an offline Weights & Biases run in the run folder (the same values; train/live.py): `wandb sync` later.
+    # Needs the `wandb` extra; the results do not change
+    wandb: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "training") -> TrainConfig:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import provenance
+from ..grid import Cell
 from ..io import write_text
 
 PROGRESS = "progress.json"
@@ -161,6 +163,65 @@ class TensorBoard:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+class WandB:
+    """An offline Weights & Biases run in the run folder (`<run>/wandb/offline-run-*`), fed the same rows
+    as TensorBoard, with the run's config. Offline unless WANDB_MODE says otherwise: nothing goes over the
+    network; `wandb sync <run>/wandb/offline-run-*` uploads it later. Each training process (the first,
+    each resume) writes one offline run under the same id, logging only the rows it evaluated."""
+
+    def __init__(self, out_dir: str | Path, config: dict[str, Any]):
+        self.out_dir, self.config = Path(out_dir), config
+        self.run = None
+        self.seen = 0
+
+    def on_metrics(self, step: int, rows: list[dict]) -> None:
+        if self.run is None:  # the loop's start: `rows` are those restored from a checkpoint
+            try:
+                import wandb
+            except ImportError as e:
+                raise ImportError(
+                    "training.wandb: true needs Weights & Biases: pip install 'grokbench[wandb]' "
+                    f"(or pip install wandb) ({e})"
+                ) from None
+            name = Cell(**self.config["cell"]).run_id  # <dataset>/<model>/<training>/seed<k>
+            self.run = wandb.init(
+                dir=str(self.out_dir), project="grokbench", name=name, id=re.sub(r"[^\w.-]", "-", name),
+                config=hparams(self.config), mode=os.environ.get("WANDB_MODE", "offline"), resume="allow",
+                settings=wandb.Settings(silent=True, x_disable_stats=True),
+            )  # fmt: skip
+            self.seen = len(rows)
+        new, self.seen = rows[self.seen :], len(rows)
+        by_step: dict[int, dict[str, float]] = {}
+        for r in new:
+            by_step.setdefault(int(r["step"]), {}).update(
+                {f"accuracy/{r['split']}": r["accuracy"], f"loss/{r['split']}": r["loss"]}
+            )
+        for s, values in sorted(by_step.items()):
+            self.run.log(values, step=s)
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+class Loggers:
+    """The run's optional metric loggers, as its training options ask: TensorBoard (`tensorboard`), W&B
+    offline (`wandb`); none by default."""
+
+    def __init__(self, out_dir: str | Path, config: dict[str, Any], tensorboard: bool, wandb: bool):
+        self.items = [TensorBoard(out_dir, config)] if tensorboard else []
+        self.items += [WandB(out_dir, config)] if wandb else []
+
+    def on_metrics(self, step: int, rows: list[dict]) -> None:
+        for logger in self.items:
+            logger.on_metrics(step, rows)
+
+    def close(self) -> None:
+        for logger in self.items:
+            logger.close()
 
 
 def tensorboard_writer(out_dir: Path, step: int):

@@ -44,7 +44,7 @@ from ..models import build_model
 from ..tasks.base import read_dataset
 from .config import TrainConfig
 from .data import build_tensors
-from .live import PROGRESS, Progress, TensorBoard
+from .live import PROGRESS, Loggers, Progress
 from .packed import train_packed
 from .resume import Checkpointer, Interrupted, Segment
 from .run import RESUME, write_outputs
@@ -94,9 +94,12 @@ def run_pack(
     checkpoint = Checkpointer(resume, fingerprint, checkpoint_every, checkpoint_minutes, segment)
     lives = [Progress(d / PROGRESS, rid, cfg.steps) for d, rid in zip(out_dirs, run_ids)]
     boards = [
-        TensorBoard(d, {"model": model_spec, "training": cfg.to_dict(), "seed": s, "cell": c})
-        if cfg.tensorboard
-        else None
+        Loggers(
+            d,
+            {"model": model_spec, "training": cfg.to_dict(), "seed": s, "cell": c},
+            cfg.tensorboard,
+            cfg.wandb,
+        )
         for d, s, c in zip(out_dirs, seeds, cells)
     ]
 

@@ -21,7 +21,7 @@ from . import checkpoints
 from .checkpoints import WeightCheckpoints, save_weights, weights_state
 from .config import TrainConfig
 from .data import Tensors, build_tensors
-from .live import PROGRESS, Progress, TensorBoard
+from .live import PROGRESS, Loggers, Progress
 from .resume import COMPLETED, DIVERGED, Checkpointer, Interrupted, Segment
 from .trainer import Result, autocast, train
 
@@ -91,7 +91,7 @@ def run(
     # progress.json while it trains (train/live.py; deleted once the outputs are written), TensorBoard events
     live = Progress(out_dir / PROGRESS, run_id, cfg.steps)
     config = {"model": model_spec, "training": cfg.to_dict(), "seed": seed, "cell": cell}
-    board = TensorBoard(out_dir, config) if cfg.tensorboard else None
+    board = Loggers(out_dir, config, cfg.tensorboard, cfg.wandb)
 
     def on_metrics(step: int, rows: list[dict]) -> None:
         live.on_metrics(step, rows)
