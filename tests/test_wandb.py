@@ -15,6 +15,7 @@ import struct
 import pandas as pd
 import pytest
 
+from grokbench.train.pack import run_pack
 from grokbench.train.run import run
 
 from .conftest import TINY_MODEL, TINY_TRAINING
@@ -61,13 +62,14 @@ def history(path) -> list[dict]:
     return rows
 
 
-def test_offline_wandb_run_holds_the_metrics(tmp_path, tiny_dataset_path, monkeypatch):
+@pytest.fixture
+def no_network(monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is grokbench's default, not the user's env
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # any attempt at the network would fail
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    out = tmp_path / "run"
-    cell = {"dataset": "a", "model": "gpt", "training": "default", "seed": 0}
-    run(tiny_dataset_path, TINY_MODEL, {**TINY_TRAINING, "wandb": True}, 0, out, cell=cell, progress=False)
+
+
+def check_run_folder(out):
     files = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, list((out / "wandb").rglob("*"))
     logged = history(files[0])
@@ -78,3 +80,31 @@ def test_offline_wandb_run_holds_the_metrics(tmp_path, tiny_dataset_path, monkey
         for r in at.itertuples():
             assert h[f"accuracy/{r.split}"] == pytest.approx(r.accuracy, abs=1e-12)
             assert h[f"loss/{r.split}"] == pytest.approx(r.loss, rel=1e-12)
+
+
+def test_offline_wandb_run_holds_the_metrics(tmp_path, tiny_dataset_path, no_network):
+    out = tmp_path / "run"
+    cell = {"dataset": "a", "model": "gpt", "training": "default", "seed": 0}
+    run(tiny_dataset_path, TINY_MODEL, {**TINY_TRAINING, "wandb": True}, 0, out, cell=cell, progress=False)
+    check_run_folder(out)
+
+
+def test_each_pack_member_gets_its_own_offline_run(tmp_path, tiny_dataset_path, no_network):
+    """A pack's members log side by side in one process: each its own run, with its own values."""
+    seeds = [0, 1]
+    cells = [{"dataset": "a", "model": "gpt", "training": "default", "seed": s} for s in seeds]
+    dirs = [tmp_path / f"seed{s}" for s in seeds]
+    training = {**TINY_TRAINING, "wandb": True}
+    run_pack(
+        tiny_dataset_path,
+        TINY_MODEL,
+        training,
+        seeds,
+        dirs,
+        cells,
+        "a/gpt/default/pack0-1",
+        2,
+        progress=False,
+    )
+    for d in dirs:
+        check_run_folder(d)

@@ -189,6 +189,7 @@ class WandB:
             self.run = wandb.init(
                 dir=str(self.out_dir), project="grokbench", name=name, id=re.sub(r"[^\w.-]", "-", name),
                 config=hparams(self.config), mode=os.environ.get("WANDB_MODE", "offline"), resume="allow",
+                reinit="create_new",  # a pack's members: one W&B run each, open side by side
                 settings=wandb.Settings(silent=True, x_disable_stats=True),
             )  # fmt: skip
             self.seen = len(rows)
