@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
 
 
@@ -40,3 +43,16 @@ def assert_causal(model, idx: torch.Tensor, vocab: int, positions, rtol: float, 
         torch.testing.assert_close(out[:, :t], base[:, :t], rtol=rtol, atol=atol)
         assert not torch.allclose(out[:, t], base[:, t])  # the change is seen from t on
     return base
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_workflow(workdir: Path) -> Path:
+    """The workflow as a user checks it out, into `workdir`: the Snakefile, workflow/ (rules, schema, report
+    captions) and the package sources (no __pycache__), for a workflow test to run Snakemake in."""
+    shutil.copy(REPO / "Snakefile", workdir)
+    shutil.copytree(REPO / "workflow", workdir / "workflow")
+    shutil.copytree(REPO / "src" / "grokbench", workdir / "src" / "grokbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    return workdir

@@ -23,6 +23,8 @@ from grokbench.io import sha256_file
 from grokbench.provenance.crate import PROFILES, CrateError, export, find_records, study_outputs
 from grokbench.report import figure_names
 
+from ..helpers import copy_workflow
+
 REPO = Path(__file__).resolve().parents[2]
 TEST_STUDY = REPO / ".test" / "config.yaml"
 pytestmark = pytest.mark.slow
@@ -38,10 +40,7 @@ def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.Compl
 def study(tmp_path_factory) -> Path:
     """A copy of the workflow in which `snakemake crate` ran the tiny study and exported it."""
     workdir = tmp_path_factory.mktemp("crate")
-    shutil.copy(REPO / "Snakefile", workdir)
-    shutil.copytree(REPO / "workflow", workdir / "workflow")
-    shutil.copytree(REPO / "src" / "grokbench", workdir / "src" / "grokbench",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    copy_workflow(workdir)
     shutil.copy(TEST_STUDY, workdir / "study.yaml")
     out = snakemake(workdir, "--cores", "2", "crate")
     assert out.returncode == 0, out.stderr[-3000:]

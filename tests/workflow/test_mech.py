@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,8 @@ import pandas as pd
 import pytest
 
 from ..conftest import TINY_CONFIG
-from .test_pipeline import REPO, planned, snakemake, write_config
+from ..helpers import copy_workflow
+from .test_pipeline import planned, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 RUN = "a/gpt/default/seed0"
@@ -24,10 +24,7 @@ RUN = "a/gpt/default/seed0"
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("mech")
-    shutil.copy(REPO / "Snakefile", workdir)
-    shutil.copytree(REPO / "workflow", workdir / "workflow")
-    shutil.copytree(REPO / "src" / "grokbench", workdir / "src" / "grokbench",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    copy_workflow(workdir)
     return workdir
 
 

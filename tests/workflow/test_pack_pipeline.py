@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 
 import pytest
 
 from ..conftest import TINY_CONFIG
-from .test_pipeline import REPO, planned, snakemake, write_config
+from ..helpers import copy_workflow
+from .test_pipeline import planned, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +34,7 @@ def _training_jobs(jobs: dict[str, int]) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("packs")
-    shutil.copy(REPO / "Snakefile", workdir)
-    shutil.copytree(REPO / "workflow", workdir / "workflow")
-    shutil.copytree(REPO / "src" / "grokbench", workdir / "src" / "grokbench",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    copy_workflow(workdir)
     return workdir
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from ..conftest import TINY_CONFIG
+from ..helpers import copy_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -63,10 +63,7 @@ def study(tmp_path_factory):
     """A finished run of the tiny study .test/config.yaml (GPT on two datasets x 2 seeds, LLaMA on one at
     two learning rates, three claims)."""
     workdir = tmp_path_factory.mktemp("study")
-    shutil.copy(REPO / "Snakefile", workdir)
-    shutil.copytree(REPO / "workflow", workdir / "workflow")
-    shutil.copytree(REPO / "src" / "grokbench", workdir / "src" / "grokbench",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    copy_workflow(workdir)
     cfg = yaml.safe_load(TEST_STUDY.read_text())
     write_config(workdir, cfg)
     out = snakemake(workdir, "--cores", "2")
@@ -211,9 +208,7 @@ def test_report(study):
 
 
 def test_bad_config_rejected_before_any_job(tmp_path):
-    shutil.copy(REPO / "Snakefile", tmp_path)
-    shutil.copytree(REPO / "workflow", tmp_path / "workflow")
-    shutil.copytree(REPO / "src" / "grokbench", tmp_path / "src" / "grokbench")
+    copy_workflow(tmp_path)
     cfg = copy.deepcopy(TINY_CONFIG)
     cfg["datasets"]["a"]["n_entites"] = 30
     write_config(tmp_path, cfg)

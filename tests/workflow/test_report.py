@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ..helpers import copy_workflow
+
 REPO = Path(__file__).resolve().parents[2]
 TEST_STUDY = REPO / ".test" / "config.yaml"
 pytestmark = pytest.mark.slow
@@ -34,10 +36,7 @@ def shown(html: str) -> set[str]:
 def study(tmp_path_factory) -> Path:
     """The tiny study run and reported in one command."""
     workdir = tmp_path_factory.mktemp("report")
-    shutil.copy(REPO / "Snakefile", workdir)
-    shutil.copytree(REPO / "workflow", workdir / "workflow")
-    shutil.copytree(REPO / "src" / "grokbench", workdir / "src" / "grokbench",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    copy_workflow(workdir)
     shutil.copy(TEST_STUDY, workdir / "study.yaml")
     out = snakemake(workdir, "--cores", "2", "--report", "report.html", "--report-after-run")
     assert out.returncode == 0, out.stderr[-3000:]
