@@ -5,6 +5,9 @@ the unit lower-triangular solve of the delta rules."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -24,33 +27,42 @@ def no_autocast(x: torch.Tensor) -> torch.autocast:
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
-def run(
-    backend: str,
-    module: str,
-    kernel,
-    loop,
-    *inputs: torch.Tensor | None,
-    fast=None,
-    fast_max_len: int | None = 0,
-    **kwargs,
-) -> torch.Tensor:
-    """An operator of fla's layout (q, k, v, ... as (B, T, H, D)), with autocast off: `kernel(*inputs,
-    **kwargs)` from the library `module` where `backend` says so (backends.use_kernels), else `fast`, its
-    fast pure-PyTorch form, where backends.use_fast says so (up to `fast_max_len` tokens under "auto"), else
-    `loop`, its reference; the PyTorch forms get the inputs in their compute dtype (None inputs stay None),
-    and their output is cast back to v's dtype."""
+class Forms(NamedTuple):
+    """One operator's implementations: `kernel`, the kernel library's; `loop`, the pure-PyTorch
+    reference; `fast`, a faster pure-PyTorch form (None: none), which backend "auto" runs up to
+    `fast_max_len` tokens (backends.use_fast)."""
+
+    kernel: Callable
+    loop: Callable
+    fast: Callable | None = None
+    fast_max_len: int | None = 0
+
+
+def run(backend: str, module: str, forms: Forms, *inputs: torch.Tensor | None, **kwargs) -> torch.Tensor:
+    """An operator of fla's layout (q, k, v, ... as (B, T, H, D)), with autocast off: `forms.kernel(*inputs,
+    **kwargs)` from the library `module` where `backend` says so (backends.use_kernels), else `forms.fast`
+    where backends.use_fast says so, else `forms.loop`; the PyTorch forms get the inputs in their compute
+    dtype (None inputs stay None), and their output is cast back to v's dtype."""
     q, v = inputs[0], inputs[2]
     op = module.rsplit(".", 1)[-1]  # fla.ops.gla -> gla (backends.note)
     with no_autocast(q):
         if use_kernels(backend, module, q):
             note(op, "kernels")
-            return kernel(*inputs, **kwargs)
-        is_fast = fast is not None and use_fast(backend, q, fast_max_len)
+            return forms.kernel(*inputs, **kwargs)
+        is_fast = forms.fast is not None and use_fast(backend, q, forms.fast_max_len)
         note(op, "fast" if is_fast else "torch")
-        form = fast if is_fast else loop
+        form = forms.fast if is_fast else forms.loop
         dtype = compute_dtype(*(x for x in inputs if x is not None))
         o = form(*(None if x is None else x.to(dtype) for x in inputs), **kwargs)
     return o.to(v.dtype)
+
+
+def torch_form(op: str, backend: str, x: torch.Tensor, fast_max_len: int | None) -> bool:
+    """For an operator that runs its PyTorch forms itself (where kernels do not run): whether its fast form
+    runs for input `x` (backends.use_fast), noted for the record (backends.note)."""
+    fast = use_fast(backend, x, fast_max_len)
+    note(op, "fast" if fast else "torch")
+    return fast
 
 
 def start_state(initial_state: torch.Tensor | None, like: torch.Tensor, *shape: int) -> torch.Tensor:

@@ -40,7 +40,7 @@ import functools
 
 import torch
 
-from .common import needs_grad, run, segment_sums, unit_lower_solve
+from .common import Forms, needs_grad, run, segment_sums, unit_lower_solve
 
 GATED_KERNEL_MODULE = "fla.ops.gated_delta_rule"
 KERNEL_MODULE = "fla.ops.delta_rule"
@@ -65,20 +65,7 @@ def gated_delta_rule(q, k, v, beta, g=None, scale=None, backend="auto") -> torch
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale  # fla's default too
     module = KERNEL_MODULE if g is None else GATED_KERNEL_MODULE
-    return run(
-        backend,
-        module,
-        _delta_rule_kernel,
-        _delta_rule_loop,
-        q,
-        k,
-        v,
-        beta,
-        g,
-        fast=_delta_rule_fast,
-        fast_max_len=FAST_MAX_SEQ_LEN,
-        scale=scale,
-    )
+    return run(backend, module, FORMS, q, k, v, beta, g, scale=scale)
 
 
 # the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
@@ -142,3 +129,7 @@ def _delta_rule_kernel(q, k, v, beta, g, scale: float) -> torch.Tensor:
     )
     o, _ = kernel(q=q, k=k, v=v, g=g.to(v.dtype), beta=beta, scale=scale)
     return o  # (B, T, H, V)
+
+
+# what `gated_delta_rule` chooses from
+FORMS = Forms(_delta_rule_kernel, _delta_rule_loop, _delta_rule_fast, FAST_MAX_SEQ_LEN)

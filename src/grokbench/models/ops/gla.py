@@ -27,7 +27,7 @@ import functools
 
 import torch
 
-from .common import channel_segment_sums, decayed_scores, run
+from .common import Forms, channel_segment_sums, decayed_scores, run
 
 KERNEL_MODULE = "fla.ops.gla"
 
@@ -46,19 +46,7 @@ def gla(q, k, v, g, scale=None, backend="auto") -> torch.Tensor:
     tokens and chunk_gla beyond, as fla's GLA layer does.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale  # fla's default too
-    return run(
-        backend,
-        KERNEL_MODULE,
-        _gla_kernel,
-        _gla_loop,
-        q,
-        k,
-        v,
-        g,
-        fast=_gla_fast,
-        fast_max_len=FAST_MAX_SEQ_LEN,
-        scale=scale,
-    )
+    return run(backend, KERNEL_MODULE, FORMS, q, k, v, g, scale=scale)
 
 
 # the recurrence as a loop over time in pure PyTorch, whatever the device (the reference of the tests)
@@ -93,3 +81,6 @@ def _gla_kernel(q, k, v, g, scale: float) -> torch.Tensor:
     else:
         o, _ = chunk_gla(q=q, k=k, v=v, g=g, scale=scale)
     return o  # (B, T, H, V)
+
+
+FORMS = Forms(_gla_kernel, _gla_loop, _gla_fast, FAST_MAX_SEQ_LEN)  # what `gla` chooses from

@@ -23,7 +23,7 @@ import functools
 
 import torch
 
-from .common import run
+from .common import Forms, run
 
 KERNEL_MODULE = "fla.ops.retention"
 
@@ -48,7 +48,7 @@ def retention(q, k, v, scale=None, backend="auto") -> torch.Tensor:
     tokens and chunk_retention beyond.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale  # fla's default too
-    return run(backend, KERNEL_MODULE, _retention_kernel, _retention_parallel, q, k, v, scale=scale)
+    return run(backend, KERNEL_MODULE, FORMS, q, k, v, scale=scale)
 
 
 # the parallel form in pure PyTorch, whatever the device (the reference of the tests)
@@ -76,3 +76,6 @@ def _retention_kernel(q, k, v, scale: float) -> torch.Tensor:
     else:
         o, _ = chunk_retention(q=q, k=k, v=v, scale=scale)
     return o  # (B, T, H, V)
+
+
+FORMS = Forms(_retention_kernel, _retention_parallel)  # what `retention` chooses from (no fast form)

@@ -31,7 +31,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ..backends import note, use_fast, use_kernels
+from ..backends import note, use_kernels
 from .common import (
     channel_segment_sums,
     compute_dtype,
@@ -40,6 +40,7 @@ from .common import (
     no_autocast,
     start_state,
     suffix_sums,
+    torch_form,
 )
 
 KERNEL_MODULE = "fla.ops.rwkv6"
@@ -69,17 +70,14 @@ def rwkv6(
         k, v, w, u = (x.to(r.dtype) for x in (k, v, w, u))
         state = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
         return kernel(r=r, k=k, v=v, w=w, u=u, **state)
-    out_dtype = r.dtype
-    dtype = compute_dtype(r, v)
-    B, T, H, K = r.shape
-    V = v.shape[-1]
-    fast = use_fast(backend, r, FAST_MAX_SEQ_LEN)
-    note("rwkv6", "fast" if fast else "torch")
-    if fast:
+    out_dtype, dtype = r.dtype, compute_dtype(r, v)
+    if torch_form("rwkv6", backend, r, FAST_MAX_SEQ_LEN):
         with no_autocast(r):
             S0 = None if initial_state is None else initial_state.to(dtype)
             o, S = _rwkv6_fast(*(x.to(dtype) for x in (r, k, v, w, u)), scale, S0, output_final_state)
         return o.to(out_dtype), S
+    B, T, H, K = r.shape
+    V = v.shape[-1]
     with no_autocast(r):
         r, k, v, w, u = (x.to(dtype) for x in (r, k, v, w, u))
         decay = torch.exp(w)  # (B, T, H, K)

@@ -47,7 +47,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..backends import note, use_fast, use_kernels
+from ..backends import note, use_kernels
 from .common import (
     channel_segment_sums,
     compute_dtype,
@@ -57,6 +57,7 @@ from .common import (
     no_autocast,
     start_state,
     suffix_sums,
+    torch_form,
     unit_lower_solve,
 )
 
@@ -113,18 +114,15 @@ def rwkv7(
         return chunk_rwkv7(
             r=r, w=w, k=k, v=v, a=a, b=b, **state, chunk_size=CHUNK_SIZE, lower_bound=w_lower_bound
         )
-    out_dtype = r.dtype
-    dtype = compute_dtype(r, v)
-    B, T, H, K = r.shape
-    V = v.shape[-1]
-    fast = use_fast(backend, r, FAST_MAX_SEQ_LEN)
-    note("rwkv7", "fast" if fast else "torch")
-    if fast:
+    out_dtype, dtype = r.dtype, compute_dtype(r, v)
+    if torch_form("rwkv7", backend, r, FAST_MAX_SEQ_LEN):
         with no_autocast(r):
             inputs = (x.to(dtype) for x in (r, w, k, v, a, b))
             S0 = None if initial_state is None else initial_state.to(dtype)
             o, S = _rwkv7_fast(*inputs, scale, S0, output_final_state, w_lower_bound)
         return o.to(out_dtype), S
+    B, T, H, K = r.shape
+    V = v.shape[-1]
     with no_autocast(r):
         r, w, k, v, a, b = (x.to(dtype) for x in (r, w, k, v, a, b))
         decay = torch.exp(w)  # (B, T, H, K)
