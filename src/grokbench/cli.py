@@ -390,6 +390,37 @@ def command(sub, name: str, func, help: str, description: str, example: str) -> 
     return s
 
 
+def _run_arguments(s: argparse.ArgumentParser) -> None:
+    """The arguments `train` and `train-pack` share: what is trained, the record's names, saving."""
+    s.add_argument("--data", required=True, type=Path, help="the dataset (.parquet) from `data`")
+    s.add_argument(
+        "--model", required=True, type=_json, help="model spec (JSON): family and its keys or a preset"
+    )
+    s.add_argument(
+        "--training",
+        type=_json,
+        default={},
+        help="training settings (JSON); unset ones take TrainConfig's defaults",
+    )
+    s.add_argument("--dataset", default="data", help="dataset name, for the record")
+    s.add_argument("--model-name", default="model", help="model name, for the record")
+    s.add_argument("--training-name", default="default", help="training name, for the record")
+    s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    s.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="save a resumable state every N steps (0: not by steps)",
+    )
+    s.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        help="save a resumable state after this much wall time (0: not by time); always on SIGTERM/SIGUSR1",
+    )
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grokbench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -411,10 +442,7 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s.add_argument("--task", required=True, help="comparison, composition, ordering or inverse")
     s.add_argument(
-        "--params",
-        type=_json,
-        default={},
-        help="task parameters (JSON object); unset ones take the task's defaults",
+        "--params", type=_json, default={}, help="task parameters (JSON); unset: the task's defaults"
     )
     s.add_argument("--out", required=True, type=Path, help="the dataset file to write (.parquet)")
     s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")
@@ -428,35 +456,9 @@ def parser() -> argparse.ArgumentParser:
         "python -m grokbench train --data data.parquet --model '{\"family\": \"gpt\", \"preset\": \"tiny\"}' "
         "--training '{\"steps\": 3000}' --out-dir run/",
     )  # fmt: skip
-    s.add_argument("--data", required=True, type=Path, help="the dataset (.parquet) from `data`")
-    s.add_argument(
-        "--model", required=True, type=_json, help="model spec (JSON): family and its keys or a preset"
-    )
-    s.add_argument(
-        "--training",
-        type=_json,
-        default={},
-        help="training settings (JSON); unset ones take TrainConfig's defaults",
-    )
+    _run_arguments(s)
     s.add_argument("--seed", type=int, default=0, help="run seed: initialization and batch order")
     s.add_argument("--out-dir", required=True, type=Path, help="the run's folder")
-    s.add_argument("--dataset", default="data", help="dataset name, for the record")
-    s.add_argument("--model-name", default="model", help="model name, for the record")
-    s.add_argument("--training-name", default="default", help="training name, for the record")
-    s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    s.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=0,
-        help="save a resumable state every N steps (0: not by steps)",
-    )
-    s.add_argument(
-        "--checkpoint-minutes",
-        type=float,
-        default=10.0,
-        help="save a resumable state after this much wall time (0: not by time); always on SIGTERM/SIGUSR1",
-    )
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = command(
         sub, "train-pack", cmd_train_pack, "train several seeds together, as one vectorized model",
@@ -467,22 +469,11 @@ def parser() -> argparse.ArgumentParser:
         "python -m grokbench train-pack --data data.parquet --model '{\"family\": \"gpt\", \"preset\": "
         "\"tiny\"}' --seeds 0 1 --out-dirs run0/ run1/ --pack-id data/gpt/default/pack0-1",
     )  # fmt: skip
-    s.add_argument("--data", required=True, type=Path, help="the dataset (.parquet) from `data`")
-    s.add_argument(
-        "--model", required=True, type=_json, help="model spec (JSON): family and its keys or a preset"
-    )
-    s.add_argument("--training", type=_json, default={}, help="training settings (JSON), as for `train`")
+    _run_arguments(s)
     s.add_argument("--seeds", required=True, type=int, nargs="+", help="the runs' seeds")
     s.add_argument("--out-dirs", required=True, type=Path, nargs="+", help="each seed's run folder, in order")
     s.add_argument("--pack-id", default="pack", help="the pack's id, for the record (grokbench.grid.Pack)")
     s.add_argument("--pack-size", type=int, help="the study's pack.size, for the record (default: the seeds)")
-    s.add_argument("--dataset", default="data", help="dataset name, for the record")
-    s.add_argument("--model-name", default="model", help="model name, for the record")
-    s.add_argument("--training-name", default="default", help="training name, for the record")
-    s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    s.add_argument("--checkpoint-every", type=int, default=0, help="as for `train`")
-    s.add_argument("--checkpoint-minutes", type=float, default=10.0, help="as for `train`")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = command(
         sub, "analyze", cmd_analyze, "the summary table over runs",
@@ -498,12 +489,7 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="run folders (each with run.json and metrics.parquet)",
     )
-    s.add_argument(
-        "--analysis",
-        type=_json,
-        default={},
-        help="the config's analysis section (JSON): thresholds, splits, tolerance",
-    )
+    s.add_argument("--analysis", type=_json, default={}, help="the config's analysis section (JSON)")
     s.add_argument("--out-parquet", required=True, type=Path, help="the summary as Parquet")
     s.add_argument("--out-csv", required=True, type=Path, help="the same as CSV")
     s.add_argument("--provenance", type=Path, help="where to write the provenance record (JSON)")

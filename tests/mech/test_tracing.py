@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from grokbench.mech.tracing import ALL, COLUMNS, causal_trace, restored_logits, trace_scores
+from grokbench.mech.tracing import ALL, COLUMNS, Pairs, causal_trace, restored_logits, trace_scores
 
 from .helpers import tiny_model
 
@@ -31,7 +31,7 @@ def inputs(seed: int = 0):
 def test_full_and_no_recovery(family, extra):
     m = tiny_model(family, V, T, **extra)
     clean, corrupt, answer = inputs()
-    table = causal_trace(m, clean, corrupt, answer, groups=["a"] * 4 + ["b"] * 6, batch_size=4)
+    table = causal_trace(m, Pairs(clean, corrupt, answer), groups=["a"] * 4 + ["b"] * 6, batch_size=4)
     assert tuple(table.columns) == COLUMNS
     assert len(table) == 2 * m.n_hidden * (T + 1)
     assert set(table["position"]) == {*range(T), ALL}
@@ -68,7 +68,7 @@ def test_side_channels_and_given_corrupt_answer():
     m = tiny_model("rwkv7", V, T)
     clean, corrupt, answer = inputs(2)
     other = (answer + 1) % V
-    s = trace_scores(m, clean, corrupt, answer, other)
+    s = trace_scores(m, Pairs(clean, corrupt, answer, other))
     every = list(s["positions"]).index(ALL)
     for layer in (0, m.n_hidden - 1):
         assert torch.equal(s["p_patched"][layer, every], s["p_clean"])
@@ -76,7 +76,7 @@ def test_side_channels_and_given_corrupt_answer():
         last = m(clean)[:, -1].double()
     ld = last.gather(-1, answer[:, None])[:, 0] - last.gather(-1, other[:, None])[:, 0]
     torch.testing.assert_close(s["ld_clean"], ld)
-    table = causal_trace(m, clean, corrupt, answer, other, positions=[CORRUPTED])
+    table = causal_trace(m, Pairs(clean, corrupt, answer, other), positions=[CORRUPTED])
     assert set(table["position"]) == {CORRUPTED, ALL} and np.isfinite(table["recovery"]).all()
 
 
@@ -84,6 +84,8 @@ def test_bad_inputs():
     m = tiny_model("gpt", V, T)
     clean, corrupt, answer = inputs()
     with pytest.raises(ValueError, match="corrupt"):
-        causal_trace(m, clean, corrupt[:, :3], answer)
+        Pairs(clean, corrupt[:, :3], answer)
+    with pytest.raises(ValueError, match="corrupt_answer"):
+        Pairs(clean, corrupt, answer, answer[:3])
     with pytest.raises(ValueError, match="positions"):
-        causal_trace(m, clean, corrupt, answer, positions=[T])
+        causal_trace(m, Pairs(clean, corrupt, answer), positions=[T])

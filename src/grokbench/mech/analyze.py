@@ -19,7 +19,7 @@ from .common import hidden_stack
 from .lens import logit_lens
 from .probes import linear_probe
 from .tracing import COLUMNS as TRACE_COLUMNS
-from .tracing import causal_trace
+from .tracing import Pairs, causal_trace
 
 TABLES = ("logit_lens", "probes", "tracing")
 TRACING_COLUMNS = ["corrupted", *TRACE_COLUMNS[:3], "role", *TRACE_COLUMNS[3:]]
@@ -121,9 +121,8 @@ def analyze_model(
         known = c.answer[c.ok]
         corrupt_answer = torch.from_numpy(known) if (known >= 0).all() else None
         answer = torch.from_numpy(F.lens_targets(ds, facts)["answer"])[ok]
-        trace = causal_trace(
-            model, idx[ok], c.inputs[ok], answer, corrupt_answer, groups[c.ok], batch_size=batch_size
-        )
+        pairs = Pairs(idx[ok], c.inputs[ok], answer, corrupt_answer)
+        trace = causal_trace(model, pairs, groups[c.ok], batch_size=batch_size)
         traces.append(_roles(_with(trace, {"corrupted": c.position}), roles))
     # no rows where the facts differ in length (no common positions to restore) or none has a corruption
     trace_df = pd.concat(traces, ignore_index=True) if traces else pd.DataFrame(columns=TRACING_COLUMNS)

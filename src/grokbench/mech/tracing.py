@@ -20,6 +20,7 @@ patch leaves in the corrupted run's values.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -53,27 +54,52 @@ def restored_logits(
     return model.head(states[-1])
 
 
+@dataclass(frozen=True)
+class Pairs:
+    """The facts to trace: clean inputs `clean` (N, T), their corruptions `corrupt` (N, T) (same length;
+    the answer is read at the last position), the clean answer `answer` (N,) and, optionally, the
+    corrupted input's answer `corrupt_answer` (N,) (default: the corrupted run's top token other than the
+    clean answer). Token tensors are checked and made int64 here."""
+
+    clean: torch.Tensor
+    corrupt: torch.Tensor
+    answer: torch.Tensor
+    corrupt_answer: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        clean, corrupt = as_long(self.clean, "clean", 2), as_long(self.corrupt, "corrupt", 2)
+        answer = as_long(self.answer, "answer", 1)
+        if clean.shape != corrupt.shape or len(answer) != len(clean):
+            raise ValueError(
+                f"clean {tuple(clean.shape)}, corrupt {tuple(corrupt.shape)}, answer {len(answer)}"
+            )
+        other = self.corrupt_answer
+        if other is not None:
+            other = as_long(other, "corrupt_answer", 1)
+            if len(other) != len(clean):
+                raise ValueError(f"corrupt_answer: {len(other)} tokens for {len(clean)} inputs")
+        for name, value in (
+            ("clean", clean),
+            ("corrupt", corrupt),
+            ("answer", answer),
+            ("corrupt_answer", other),
+        ):
+            object.__setattr__(self, name, value)
+
+
 @torch.no_grad()
 def trace_scores(
-    model: nn.Module,
-    clean: torch.Tensor,
-    corrupt: torch.Tensor,
-    answer: torch.Tensor,
-    corrupt_answer: torch.Tensor | None = None,
-    positions: Sequence[int] | None = None,
-    batch_size: int = 256,
+    model: nn.Module, pairs: Pairs, positions: Sequence[int] | None = None, batch_size: int = 256
 ) -> dict[str, torch.Tensor]:
-    """Per fact: the clean and corrupted scores and the patched ones for every layer and restore set.
+    """Per fact of `pairs`: the clean and corrupted scores and the patched ones for every layer and
+    restore set.
 
     Restore sets: each position of `positions` (default all) alone, then all positions (`ALL`). The
-    scores are at the last input position, for the clean answer `answer` (N,); the logit difference is
-    against `corrupt_answer` (N,), by default the corrupted run's top token other than the clean answer.
-    Returns float64 CPU tensors: p_clean, p_corrupt, ld_clean, ld_corrupt (N,); p_patched, ld_patched
-    (n_hidden, R, N) for R restore sets; and `positions` (R,) with ALL for the last set."""
-    clean, corrupt = as_long(clean, "clean", 2), as_long(corrupt, "corrupt", 2)
-    answer = as_long(answer, "answer", 1)
-    if clean.shape != corrupt.shape or len(answer) != len(clean):
-        raise ValueError(f"clean {tuple(clean.shape)}, corrupt {tuple(corrupt.shape)}, answer {len(answer)}")
+    scores are at the last input position, for the clean answer; the logit difference is against the
+    corrupted answer (see `Pairs`). Returns float64 CPU tensors: p_clean, p_corrupt, ld_clean, ld_corrupt
+    (N,); p_patched, ld_patched (n_hidden, R, N) for R restore sets; and `positions` (R,) with ALL for the
+    last set."""
+    clean, corrupt, answer, corrupt_answer = pairs.clean, pairs.corrupt, pairs.answer, pairs.corrupt_answer
     N, T = clean.shape
     positions = list(range(T)) if positions is None else [int(p) for p in positions]
     if any(not 0 <= p < T for p in positions):
@@ -91,7 +117,7 @@ def trace_scores(
             last = corrupt_logits[:, -1].scatter(-1, y[:, None], float("-inf"))
             other = last.argmax(-1)
         else:
-            other = as_long(corrupt_answer, "corrupt_answer", 1)[sl].to(dev)
+            other = corrupt_answer[sl].to(dev)
         for name, logits in (("clean", clean_logits), ("corrupt", corrupt_logits)):
             p, ld = _answer_scores(logits, y, other)
             out[f"p_{name}"].append(p.cpu())
@@ -117,20 +143,15 @@ def _ratio(patched: float, low: float, high: float) -> float:
 
 def causal_trace(
     model: nn.Module,
-    clean: torch.Tensor,
-    corrupt: torch.Tensor,
-    answer: torch.Tensor,
-    corrupt_answer: torch.Tensor | None = None,
+    pairs: Pairs,
     groups: Sequence[str] | None = None,
     positions: Sequence[int] | None = None,
     batch_size: int = 256,
 ) -> pd.DataFrame:
-    """Causal tracing of `model` on clean inputs `clean` (N, T) and their corruptions `corrupt` (N, T)
-    (same length; the answer is read at the last position): see the module docstring.
+    """Causal tracing of `model` on the clean and corrupted inputs of `pairs`: see the module docstring.
 
-    `answer` (N,): the clean answer token; `corrupt_answer` (N,): the corrupted input's answer (default:
-    the corrupted run's top token other than the clean answer); `groups` (N,): a label per fact (e.g.
-    its split), "all" when None; `positions`: the positions restored one at a time (default all).
+    `groups` (N,): a label per fact (e.g. its split), "all" when None; `positions`: the positions
+    restored one at a time (default all).
 
     One row per (group, layer, restore set), columns `COLUMNS`:
     - group; layer: 0 = embedding, l = after the l-th block application (`Backbone.hidden_states`);
@@ -140,7 +161,7 @@ def causal_trace(
     - ld_clean, ld_corrupt, ld_patched: mean logit(answer) - logit(corrupt answer); ld_recovery: the
       same ratio of them. NaN where the clean and corrupted means are equal.
     """
-    s = trace_scores(model, clean, corrupt, answer, corrupt_answer, positions, batch_size)
+    s = trace_scores(model, pairs, positions, batch_size)
     N = len(s["p_clean"])
     g = group_labels(groups, N)
     records = []

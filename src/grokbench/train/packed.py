@@ -73,7 +73,7 @@ from tqdm import tqdm
 from .config import TrainConfig
 from .data import IGNORE, Tensors
 from .resume import Checkpointer, Interrupted, rng_states, set_rng_states
-from .trainer import BatchSampler, Result, adamw, autocast, decays, pick_device, short
+from .trainer import BatchSampler, Result, adamw, after_update, autocast, decays, pick_device
 
 CLIP_EPS = 1e-6  # added to the gradient norm before dividing, as torch.nn.utils.clip_grad_norm_ does
 INDEX_BLOCK = 64  # steps of batch indices drawn ahead and sent to a CUDA device in one copy
@@ -368,12 +368,7 @@ def train_packed(
                 clip_grad_norms_([p.grad for p in trainable if p.grad is not None], cfg.grad_clip)
             opt.step()
             sched.step()
-            if on_step is not None:
-                on_step(step)
-            if progress and (step % 50 == 0):
-                # a host sync: only as often as the bar shows it (first seed's numbers)
-                bar.set_postfix(loss=f"{losses[0].item():.3f}", **short(postfix), refresh=False)
-            bar.update()
+            after_update(step, losses[0], bar, postfix, on_step, progress)  # the bar: the first seed's
     finally:
         bar.close()
         if checkpoint:

@@ -351,12 +351,7 @@ def train(
             opt.step()
             sched.step()
             divergence.after_step()
-            if on_step is not None:
-                on_step(step)
-            if progress and (step % 50 == 0):
-                # a host sync: only as often as the bar shows it
-                bar.set_postfix(loss=f"{loss.item():.3f}", **short(postfix), refresh=False)
-            bar.update()
+            after_update(step, loss, bar, postfix, on_step, progress)
         if divergence.diverged(block=True):
             k = divergence.step
             print(
@@ -387,6 +382,19 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
+
+
+def after_update(
+    step: int, loss: torch.Tensor, bar, postfix: dict[str, str], on_step, progress: bool
+) -> None:
+    """After step `step`'s update: the caller's `on_step` hook, then the progress bar, with the loss
+    `loss` (a scalar tensor) and the latest accuracies `postfix`; the loss is read (a host sync) only as
+    often as the bar shows it."""
+    if on_step is not None:
+        on_step(step)
+    if progress and (step % 50 == 0):
+        bar.set_postfix(loss=f"{loss.item():.3f}", **short(postfix), refresh=False)
+    bar.update()
 
 
 def short(postfix: dict[str, str]) -> dict[str, str]:
