@@ -185,6 +185,26 @@ def test_stale_progress_or_an_error_in_the_log_is_failed(tmp_path):
     assert pending.state == "pending" and pending.note == "a resumable state is saved"
 
 
+def test_a_pack_members_error_is_read_from_the_pack_log(tmp_path):
+    """A run trained in a pack (rule train_pack) has no log of its own: its pack's log is read."""
+    live = write_live(tmp_path / "runs" / "a/gpt/default/seed3", rows=[])
+    now = live["updated_unix"]
+    logs = tmp_path / "logs" / "train" / "a" / "gpt" / "default"
+    logs.mkdir(parents=True)
+    for name, text in (
+        ("pack0-1", "ok\n"),
+        ("pack2-3", "Traceback (most recent call last):\nValueError: x\n"),
+    ):
+        (logs / f"{name}.log").write_text(text)
+        os.utime(logs / f"{name}.log", (now + 5, now + 5))
+    assert status.train_log(tmp_path, "a/gpt/default/seed3") == logs / "pack2-3.log"
+    assert status.train_log(tmp_path, "a/gpt/default/seed9") == logs / "seed9.log"  # none holds seed 9
+    failed = one(status.collect(tmp_path, stale=60, now=now + 10), "a/gpt/default/seed3")
+    assert (
+        failed.run_id == "a/gpt/default/seed3" and failed.state == "failed" and failed.note == "ValueError: x"
+    )
+
+
 def test_cli_status_once_and_watch(tmp_path, study_config, monkeypatch, capsys):
     config = tmp_path / "study.yaml"
     config.write_text(json.dumps(study_config))  # JSON is YAML

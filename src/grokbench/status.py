@@ -8,8 +8,9 @@ shared filesystem), first match wins:
 - done: run.json says "completed" (a run that stopped early, train/early_stop.py, is done); diverged:
   run.json says "diverged". Its numbers then come from metrics.parquet, the authoritative output;
 - failed: progress.json (train/live.py) says the process ended on an exception; or the run's Snakemake log
-  (`<results>/logs/train/<run_id>.log`) ends with a Python traceback or an error line written after the
-  last update of progress.json (a retry rewrites the log from its start, so an old error does not count);
+  (`<results>/logs/train/<run_id>.log`, or its pack's: `train_log`) ends with a Python traceback or an
+  error line written after the last update of progress.json (a retry rewrites the log from its start, so
+  an old error does not count);
   or progress.json has not been updated for longer than `stale` seconds (default 600) although the
   trainer rewrites it after every evaluation and at least every 30 s: its process was killed outright
   (SIGKILL, out of memory, a time limit without warning, a lost node). Snakemake may still retry it: the
@@ -202,10 +203,26 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def train_log(results: Path, run_id: str) -> Path:
+    """The Snakemake log of the job that trains `run_id`: its own (rule train), or, for a pack's member, the
+    pack's (rule train_pack: `<dataset>/<model>/<training>/pack<first>-<last>.log`, grid.Pack.pack_id)
+    whose seed range holds the run's seed."""
+    logs = results / "logs" / "train"
+    own = logs / f"{run_id}.log"
+    cell, _, seed = run_id.rpartition("/seed")
+    if own.exists() or not seed.isdigit():
+        return own
+    for path in sorted((logs / cell).glob("pack*-*.log")):
+        first, _, last = path.stem.removeprefix("pack").partition("-")
+        if first.isdigit() and last.isdigit() and int(first) <= int(seed) <= int(last):
+            return path
+    return own
+
+
 def log_error(results: Path, run_id: str, after: float = 0.0) -> str | None:
     """The error a run's Snakemake training log ends with (its last error line), if the log was written
     after `after` (seconds since the epoch) and its last lines hold a traceback or an error line."""
-    path = results / "logs" / "train" / f"{run_id}.log"
+    path = train_log(results, run_id)
     try:
         if path.stat().st_mtime <= after:
             return None
