@@ -21,6 +21,8 @@ Errors are max |ref - out| / max |ref| over a tensor. Tolerances: float32 1e-5, 
 import contextlib
 import importlib
 import math
+import sys
+import types
 
 import pytest
 import torch
@@ -35,6 +37,8 @@ from grokbench.models.mamba import (
     load_hf_mamba2_state_dict,
     load_hf_mamba_state_dict,
 )
+from grokbench.models.ops import selective_scan as selective_scan_ops
+from grokbench.models.ops import ssd as ssd_ops
 from grokbench.models.ops.selective_scan import fast_selective_scan, naive_selective_scan, selective_scan
 from grokbench.models.ops.ssd import naive_ssd, ssd
 
@@ -420,6 +424,40 @@ def test_ops_dtypes_and_dispatch():
             ssd(**x, backend="kernels")
     with pytest.raises(ValueError, match="backend"):
         ssd(**x, backend="cuda")
+
+
+@pytest.mark.parametrize("op", ["selective_scan", "ssd"])
+def test_kernels_get_autocast_dtype(op, monkeypatch):
+    """Under bf16 autocast the kernels get bfloat16 activations, as mamba-ssm's own blocks feed them, even
+    where the torch side hands over float32 (the causal conv's shifted products promote to it); float32
+    A, D and the dt bias. A recording stand-in for mamba-ssm (not installed here) takes the call."""
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update({f"arg{i}": a.dtype for i, a in enumerate(args) if torch.is_tensor(a)})
+        seen.update({k: v.dtype for k, v in kwargs.items() if torch.is_tensor(v)})
+        return args[0]
+
+    names = ["mamba_ssm", "mamba_ssm.ops", "mamba_ssm.ops.selective_scan_interface", "mamba_ssm.ops.triton"]
+    names.append("mamba_ssm.ops.triton.ssd_combined")
+    for name in names:
+        fake = types.ModuleType(name)
+        fake.selective_scan_fn = fake.mamba_chunk_scan_combined = record
+        monkeypatch.setitem(sys.modules, name, fake)
+    if op == "selective_scan":
+        s = {k: v.detach() for k, v in scan_inputs(torch.float32).items()}
+        call = lambda: selective_scan_ops._selective_scan_kernel(**s, delta_softplus=True)  # noqa: E731
+        activations, fp32 = ("arg0", "arg1", "arg3", "arg4", "z"), ("arg2", "D", "delta_bias")
+    else:
+        x = {k: v.detach() for k, v in ssd_inputs(torch.float32).items()}
+        call = lambda: ssd_ops._ssd_kernel(**x, dt_softplus=True, chunk_size=64)  # noqa: E731
+        activations, fp32 = ("arg0", "arg1", "arg3", "arg4"), ("arg2", "D", "dt_bias")
+    call()  # no autocast: the inputs' own float32
+    assert {seen[k] for k in activations} == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        call()
+    assert {k: seen[k] for k in activations} == dict.fromkeys(activations, torch.bfloat16)
+    assert {k: seen[k] for k in fp32} == dict.fromkeys(fp32, torch.float32)
 
 
 # --- configs, init, autocast ---------------------------------------------------------------------

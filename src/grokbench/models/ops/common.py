@@ -91,6 +91,16 @@ def use_mamba_kernel(backend: str, module: str, x: torch.Tensor, name: str) -> b
     return True
 
 
+def kernel_dtype(x: torch.Tensor) -> torch.dtype:
+    """The floating type mamba-ssm's kernels get the activations in: autocast's where autocast is on for
+    x's device, else x's own. Under autocast the torch-side inputs can arrive in float32 (the causal
+    conv's shifted products promote bf16 activations against its float32 weights); mamba-ssm's own blocks
+    feed the kernels autocast's type (their projections and causal_conv1d return it), so do these."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def time_step(dt: torch.Tensor, bias: torch.Tensor | None, softplus: bool) -> torch.Tensor:
     """Mamba's step size Δ = softplus(dt + bias) (each part where asked for), in dt's dtype."""
     if bias is not None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backends import note, use_fast
-from .common import compute_dtype, no_autocast, time_step, use_mamba_kernel
+from .common import compute_dtype, kernel_dtype, no_autocast, time_step, use_mamba_kernel
 
 KERNEL_MODULE = "mamba_ssm.ops.selective_scan_interface"
 # Longest sequence `backend="auto"` runs the fast form for, where kernels do not run (None: any length).
@@ -43,13 +43,14 @@ FAST_MAX_SEQ_LEN: int | None = None
 def selective_scan(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto"
 ) -> torch.Tensor:
-    """The recurrence above, (B, T, E) in u's dtype.
+    """The recurrence above, (B, T, E) in u's dtype (the kernel's: common.kernel_dtype).
 
     The PyTorch loop runs in float32 (float64 for float64 u) except, under bf16 autocast, its per-step
     contraction with C, an einsum that autocast runs as a bfloat16 bmm; the fast form runs with autocast
     off, all of it in float32.
     mamba-ssm's CUDA kernel takes (batch, channels, time) tensors of one floating type for u, delta, B, C,
-    z and float32 A, D, delta_bias (common.use_mamba_kernel: no float64).
+    z (autocast's under autocast, common.kernel_dtype) and float32 A, D, delta_bias (common.use_mamba_kernel:
+    no float64).
     """
     if use_mamba_kernel(backend, KERNEL_MODULE, u, "selective-scan"):
         note("selective_scan", "kernels")
@@ -163,7 +164,7 @@ class _Scan(torch.autograd.Function):
 def _selective_scan_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool) -> torch.Tensor:
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-    dtype = u.dtype  # the kernel checks that delta, B, C (and z) share u's type
+    dtype = kernel_dtype(u)  # the kernel checks that delta, B, C (and z) share u's type
 
     def channels_first(x: torch.Tensor) -> torch.Tensor:
         return x.to(dtype).transpose(1, 2)  # (B, T, X) -> (B, X, T); the kernel makes it contiguous

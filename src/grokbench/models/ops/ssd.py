@@ -26,7 +26,7 @@ import functools
 import torch
 
 from ..backends import note, use_fast
-from .common import compute_dtype, no_autocast, segment_sums, time_step, use_mamba_kernel
+from .common import compute_dtype, kernel_dtype, no_autocast, segment_sums, time_step, use_mamba_kernel
 
 KERNEL_MODULE = "mamba_ssm.ops.triton.ssd_combined"
 # Longest sequence `backend="auto"` runs the fast form for, where kernels do not run.
@@ -36,7 +36,7 @@ FAST_MAX_SEQ_LEN = 128
 def ssd(
     x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False, chunk_size=256, backend="auto"
 ) -> torch.Tensor:
-    """The recurrence above, (B, T, H, P) in x's dtype.
+    """The recurrence above, (B, T, H, P) in x's dtype (the kernel's: common.kernel_dtype).
 
     The PyTorch loop runs in float32 (float64 for float64 x) except, under bf16 autocast, its per-step
     contraction with C, an einsum that autocast runs as a bfloat16 bmm; the fast form runs with autocast
@@ -102,9 +102,9 @@ def _ssd_fast(x, dt, A, B, C, D, dt_bias, dt_softplus: bool) -> torch.Tensor:
 def _ssd_kernel(x, dt, A, B, C, D, dt_bias, dt_softplus: bool, chunk_size: int) -> torch.Tensor:
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
-    dtype = x.dtype  # C B^T is a tl.dot of C and B: one type for x, B, C
+    dtype = kernel_dtype(x)  # C B^T is a tl.dot of C and B: one type for x, B, C
     return mamba_chunk_scan_combined(
-        x,  # (B, T, H, P)
+        x.to(dtype),  # (B, T, H, P)
         dt.to(dtype),  # (B, T, H)
         A.float(),  # (H,)
         B.to(dtype),  # (B, T, G, N)
