@@ -151,6 +151,17 @@ def test_summary_columns_and_sweeps_see_the_format_axis():
     assert [c.dataset for c in grid.cells(out)] == ["a", "a+format.k_demos2", "a+format.k_demos4"]
 
 
+def test_sweeps_over_a_model_key():
+    """`model.<key>` is a summary column (the spec as written, flattened as data.* and train.* are), so a
+    sweep can plot against a model axis; an unknown one is rejected naming the columns."""
+    cfg = axes_config({"model.loops": [1, 2]})
+    cfg["sweeps"] = {"loops": {"x": "model.loops", "hue": "model.family"}}
+    assert [c.model for c in grid.cells(validate(cfg))] == ["gpt", "gpt+loops2"]
+    cfg["sweeps"] = {"loops": {"x": "model.loop"}}
+    with pytest.raises(ConfigError, match=r"model.loop.*did you mean 'model.loops'.*model.<model key>"):
+        validate(cfg)
+
+
 @pytest.mark.slow
 def test_snakemake_dry_run_plans_the_variants(tmp_path):
     """`snakemake -n` on a tiny study with a model axis and a format axis: one dataset job per format, one

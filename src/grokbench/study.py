@@ -431,10 +431,13 @@ def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i:
 
 def summary_columns(config: dict) -> set[str]:
     """The summary's columns a sweep or claim may name: the fixed ones, each dataset parameter as
-    `data.<key>` and each training setting as `train.<key>` (nested keys dotted), final accuracies."""
+    `data.<key>`, each model key as written as `model.<key>` and each training setting as `train.<key>`
+    (nested keys dotted), final accuracies."""
     columns = set(SUMMARY_COLUMNS)
     for spec in config["datasets"].values():
         columns |= set(flatten({k: v for k, v in spec.items() if k != "task"}, "data"))
+    for spec in config["models"].values():
+        columns |= set(flatten(spec, "model"))
     for spec in config["training"].values():
         columns |= set(flatten(TrainConfig.from_dict(spec).to_dict(), "train"))
     columns |= {f"final_acc_{split}" for split in EVAL_SPLITS}

@@ -165,3 +165,4 @@ def test_summary_columns_after_memorization(tmp_path):
     assert df["ood_gain_after_memorization"].tolist()[0] == 0.5 and df[new].iloc[1].isna().all()
     assert set(new) <= set(SUMMARY_COLUMNS)
     assert list(SUMMARY_COLUMNS).index("final_step") + 1 == list(SUMMARY_COLUMNS).index(new[0])
+    assert df["model.family"].tolist() == ["gpt", "gpt"] and df["train.lr"].tolist() == [0.001, 0.001]

@@ -124,7 +124,7 @@ def steps_or_final(runs: pd.DataFrame, column: str) -> pd.Series:
 
 AFTER_MEMORIZATION = ("ood_at_memorization", "ood_gain_after_memorization", "delay_ratio")  # floats, NA
 SUMMARY_FIRST = ["run_id", "dataset", "model", "family", "training", "seed", "n_params", "task"]
-# every other column of the summary but final_acc_<split>, data.<parameter> and train.<setting>
+# every other column of the summary but final_acc_<split>, data.<parameter>, model.<key>, train.<setting>
 SUMMARY_COLUMNS = (
     *SUMMARY_FIRST,
     *("training_base", "memorization_step", "id_generalization_step", "ood_generalization_step"),
@@ -147,7 +147,7 @@ def not_a_column(where: str, name: str, columns: set[str]) -> ValueError:
     fixed = ", ".join(sorted(c for c in columns if "." not in c and not c.startswith("final_acc_")))
     return ValueError(
         f"{where}={name!r}: not a column of the summary; {hint}columns: {fixed}, final_acc_<split>, "
-        "data.<dataset parameter>, train.<training setting>"
+        "data.<dataset parameter>, model.<model key>, train.<training setting>"
     )
 
 
@@ -193,8 +193,10 @@ def summarize(run_dirs: list[str | Path], cfg: AnalysisConfig) -> pd.DataFrame:
             "n_segments": info.get("n_segments", 1),
             "device": info["device"],
             "run_dir": str(d),
-            # every dataset parameter and training setting, for sweeps over them
+            # every dataset parameter, model key as the study wrote it (e.g. model.loops; a preset's keys
+            # stay behind model.preset) and training setting, for sweeps over them
             **flatten(meta.get("params", {}), "data"),
+            **flatten(info["config"]["model"], "model"),
             **flatten(info["config"]["training"], "train"),
         }
         rows.append(row)
