@@ -51,7 +51,15 @@ def test_plan_of_the_paper_config(capsys):
     assert cli.main(["plan", "--configfile", str(REPO / "config" / "paper.yaml"), "--gpu", "H100"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| cmp")]
-    assert len(rows) == 66  # every comparison run (plus 3 composition runs)
+    # every comparison run: the seed study's 66, issue #15's 135 (plus 21 composition runs)
+    assert len(rows) == 66 + 135
     assert "total: " in out and "GPU-hours" in out
-    hours = [float(r.split("|")[6]) for r in rows]
+    run_ids = [r.split("|")[1].strip().split("/") for r in rows]  # dataset, model, training, seed
+    seed_study = [
+        r for r, (data, model, training, _) in zip(rows, run_ids)
+        if model in ("gpt", "llama", "rwkv", "mamba") and training.split("+")[0] == "paper"
+        and data not in ("cmp_k2", "cmp_k4")
+    ]  # fmt: skip
+    assert len(seed_study) == 66
+    hours = [float(r.split("|")[6]) for r in seed_study]
     assert all(3 < h < 10 for h in hours)  # 1.5M steps of a ~57M model on one H100

@@ -24,9 +24,26 @@ def test_default_config_is_valid():
 def test_paper_config_is_valid():
     cfg = study.load(REPO / "config" / "paper.yaml")
     cells = study.cells(cfg)
-    assert {c.model for c in cells} == {"gpt", "llama", "rwkv", "mamba"}
-    assert all(len({c.seed for c in cells if c.model == m}) >= 3 for m in ("gpt", "llama", "rwkv", "mamba"))
+    seed_study = {"gpt", "llama", "rwkv", "mamba"}
+    linear = {"gla", "retnet", "deltanet", "hgrn2", "rwkv6", "mamba2"}  # issue #15, objective 4
+    variants = {"share_all", "share_mlp", "loop2", "loop2_reinject", "mem_tokens", "kv_memory"}  # objective 3
+    assert {c.model for c in cells} == seed_study | linear | variants
+    assert all(len({c.seed for c in cells if c.model == m}) >= 3 for m in seed_study | linear | variants)
     assert cfg["datasets"]["cmp"]["n_entities"] == 1000 and cfg["datasets"]["cmp"]["phi"] == 12.6
+
+
+# the issue #15 studies at CPU scale: runs, and every setting of the grid over 3 seeds
+ISSUE15_CPU_CONFIGS = {"variants-cpu": 42, "linear-attention-cpu": 54, "incontext-cpu": 30}
+
+
+@pytest.mark.parametrize(("name", "n_runs"), sorted(ISSUE15_CPU_CONFIGS.items()))
+def test_issue15_cpu_configs_are_valid(name, n_runs):
+    cfg = study.load(REPO / "config" / f"{name}.yaml")
+    cells = study.cells(cfg)
+    assert len(cells) == n_runs
+    settings = {(c.dataset, c.model, c.training) for c in cells}
+    assert all(len({c.seed for c in cells if (c.dataset, c.model, c.training) == s}) == 3 for s in settings)
+    assert cfg["claims"] and cfg["results"] == f"results/{name}"
 
 
 def test_cpu_study_config_is_valid():

@@ -287,11 +287,14 @@ def test_audit_names_a_code_change_of_the_stage(study, source, target, stage):
 
 def test_paper_config_plans_every_run_on_a_gpu_with_the_slurm_profile():
     """Every run of the paper config (4 families x 3 learning rates x 3 seeds, GPT's entity, value-range,
-    phi and composition runs x 3 seeds) is planned as a GPU job."""
+    phi and composition runs x 3 seeds; issue #15: 6 GPT variants on cmp and plain / all-shared GPT on
+    comp_val, 6 linear-attention families, each x 3 learning rates x 3 seeds, Grokfast 4 settings, weight
+    decay 2, StableMax 1 and the 2 in-context formats x 3 seeds) is planned as a GPU job."""
     from grokbench.study import cells, load
 
     n_runs = len(cells(load(REPO / "config" / "paper.yaml")))
-    assert n_runs == 4 * 3 * 3 + 3 * (4 + 3 + 3 + 1)
+    issue15 = (6 + 2 + 6) * 3 * 3 + 3 * (4 + 2 + 1 + 2)
+    assert n_runs == 4 * 3 * 3 + 3 * (4 + 3 + 3 + 1) + issue15
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cmd = ["timeout", "-s", "KILL", "300", "snakemake", "--profile", "slurm", "-n",
            "--configfile", "config/paper.yaml"]  # fmt: skip
