@@ -278,3 +278,17 @@ def test_without_checkpoints_an_earlier_configurations_files_go(tmp_path):
     (tmp_path / checkpoint_file(10)).write_bytes(b"old")
     assert checkpoints.finish(None, tmp_path, 40, nn.Linear(1, 1), pd.DataFrame()) == []
     assert not (tmp_path / CHECKPOINT_DIR).exists()
+
+
+def test_weights_state_of_a_slice_stores_the_slice_only():
+    """A pack member's parameters are views of the pack's stacked weights (train/packed.py): its saved
+    state holds its own slice, not the whole stack."""
+    from torch import nn
+
+    from grokbench.train.checkpoints import weights_state
+
+    stacked = torch.arange(12.0).reshape(2, 6)
+    member = nn.Linear(6, 1, bias=False)
+    member.weight.data = stacked[1][None]  # (1, 6), a view into (2, 6)
+    w = weights_state(member)["weight"]
+    assert torch.equal(w, stacked[1][None]) and w.untyped_storage().nbytes() == 6 * 4

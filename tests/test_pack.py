@@ -22,7 +22,7 @@ import torch
 from grokbench import grid, study
 from grokbench.train import pack as pack_mod
 from grokbench.train import run as run_mod
-from grokbench.train.checkpoints import load_checkpoint
+from grokbench.train.checkpoints import Checkpoints, WeightCheckpoints, load_checkpoint
 from grokbench.train.config import TrainConfig
 from grokbench.train.packed import train_packed
 from grokbench.train.trainer import train
@@ -84,6 +84,31 @@ def test_pack_outputs_equal_single_runs_float64(tmp_path, tiny_dataset_path, mon
         assert {k: on_disk[k] for k in same} == {k: solo[k] for k in same}
         assert "pack" not in solo
         assert sorted(p.name for p in pack_dir.iterdir()) == ["metrics.parquet", "model.pt", "run.json"]
+
+
+def test_pack_checkpoints_equal_single_runs_float64(tmp_path, tiny_dataset_path, monkeypatch):
+    """Weights across training in a pack: each member keeps the checkpoints its single run keeps (same
+    steps, reasons, weights), in its own folder, each file holding its slice only."""
+    _double(monkeypatch)
+    training = {**TINY_TRAINING, "steps": 20, "precision": "fp32", "device": "cpu"}
+    training["checkpoints"] = {"log_spaced": 2, "memorization_threshold": 0.3, "threshold": 0.2}
+    seeds = [1, 0]
+    cells = [{**CELL, "seed": s} for s in seeds]
+    pack_dirs = [tmp_path / "pack" / f"seed{s}" for s in seeds]
+    infos = pack_mod.run_pack(tiny_dataset_path, TINY_MODEL, training, seeds, pack_dirs, cells, "p", 2,
+                              progress=False)  # fmt: skip
+    for seed, cell, pack_dir, info in zip(seeds, cells, pack_dirs, infos):
+        solo_dir = tmp_path / "solo" / f"seed{seed}"
+        solo = run_mod.run(tiny_dataset_path, TINY_MODEL, training, seed, solo_dir, cell=cell, progress=False)
+        steps = [(c["step"], c["reasons"]) for c in info["checkpoints"]]
+        assert steps == [(c["step"], c["reasons"]) for c in solo["checkpoints"]]
+        assert len(steps) >= 3 and any("memorization" in reasons for _, reasons in steps)  # a transition
+        for c in info["checkpoints"]:
+            a, b = solo_dir / c["file"], pack_dir / c["file"]
+            assert abs(a.stat().st_size - b.stat().st_size) < 0.01 * a.stat().st_size  # not the whole pack
+            wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+            for name, w in wa.items():
+                assert_close(f"step {c['step']} {name}", w, wb[name], FILE_TOL)
 
 
 def test_pack_outputs_fp32_within_tolerance(tmp_path, tiny_dataset_path):
@@ -159,7 +184,6 @@ def test_packs_are_seed_blocks():
         ({"accelerators": {"perp_grad": True}}, {}, r"default.accelerators .*not supported in a pack"),
         ({"accelerators": {"loss": "stablemax"}}, {}, "accelerators"),
         ({"accelerators": {"grokfast": {"kind": "ema"}}}, {}, "accelerators"),
-        ({"checkpoints": {"log_spaced": 2}}, {}, r"training.default.checkpoints \(weights"),
         ({}, {"dropout": 0.1}, r"models.gpt.dropout=0.1 is not supported in a pack"),
         ({}, {"family": "mamba", "n_layer": 1, "d_model": 32, "backend": "kernels"}, "backend='kernels'"),
     ],
@@ -208,7 +232,16 @@ def test_pack_resumes_bit_for_bit(tmp_path, tiny_dataset_path):
         return build_model(TINY_MODEL, len(ds.vocab), t.block_size)
 
     seeds = [1, 0]
-    ref = train_packed(model_fn, t, cfg, seeds, progress=False)
+    spec = Checkpoints(log_spaced=3)
+
+    def kept(name):  # a new one per process, as run_pack makes them
+        return [
+            WeightCheckpoints(spec, tmp_path / name / str(s), TINY_MODEL, cfg.eval.steps(cfg.steps))
+            for s in seeds
+        ]
+
+    ref_weights = kept("ref")
+    ref = train_packed(model_fn, t, cfg, seeds, progress=False, weights=ref_weights)
     path = tmp_path / "pack-resume.pt"
 
     def sigterm_at(k):
@@ -217,12 +250,13 @@ def test_pack_resumes_bit_for_bit(tmp_path, tiny_dataset_path):
     for k in (4, 13):  # stopped twice: before and after evaluations (and seed 0's early stop at 10)
         with pytest.raises(Interrupted):
             train_packed(model_fn, t, cfg, seeds, progress=False, checkpoint=Checkpointer(path, "fp"),
-                         on_step=sigterm_at(k))  # fmt: skip
+                         on_step=sigterm_at(k), weights=kept("resumed"))  # fmt: skip
         assert path.exists()
     other = Checkpointer(path, "another")  # another configuration's state is ignored
     assert other.load() is None
     checkpoint = Checkpointer(path, "fp")
-    got = train_packed(model_fn, t, cfg, seeds, progress=False, checkpoint=checkpoint)
+    got_weights = kept("resumed")
+    got = train_packed(model_fn, t, cfg, seeds, progress=False, checkpoint=checkpoint, weights=got_weights)
     ended = [s["ended"] for s in checkpoint.segments(cfg.steps, "completed")]
     assert ended == ["stopped", "stopped", "completed"]
     assert [r.stopped_step for r in ref] == [None, 10]  # seed 0 stopped before the second save
@@ -231,6 +265,11 @@ def test_pack_resumes_bit_for_bit(tmp_path, tiny_dataset_path):
         assert a.metrics[cols].equals(b.metrics[cols]) and a.stopped_step == b.stopped_step
         for name, w in a.model.state_dict().items():
             assert torch.equal(w, b.model.state_dict()[name]), name
+    # the weights kept across training, restored with the state: the same steps, the same bytes
+    for a, b in zip(ref_weights, got_weights):
+        assert a.saved and [(e["step"], e["sha256"]) for e in a.saved.values()] == [
+            (e["step"], e["sha256"]) for e in b.saved.values()
+        ]
 
 
 def test_diverged_member_ends_as_a_single_run(tiny_dataset_path, monkeypatch):

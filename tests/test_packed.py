@@ -205,11 +205,8 @@ def test_unsupported_options_raise(tiny_dataset_path, overrides, match):
         train_packed(model_fn, t, cfg, [0, 1], progress=False)
 
 
-def test_weight_checkpoints_dropout_and_seeds_raise(tiny_dataset_path):
+def test_dropout_and_seeds_raise(tiny_dataset_path):
     model_fn, t, cfg = _setup(tiny_dataset_path, TINY_MODEL)
-    _, _, kept = _setup(tiny_dataset_path, TINY_MODEL, checkpoints={"log_spaced": 2})
-    with pytest.raises(ValueError, match="training.checkpoints"):
-        train_packed(model_fn, t, kept, [0, 1], progress=False)
     with pytest.raises(ValueError, match="repeat"):
         train_packed(model_fn, t, cfg, [0, 0], progress=False)
     drop_fn, _, _ = _setup(tiny_dataset_path, {**TINY_MODEL, "dropout": 0.1})

@@ -462,8 +462,8 @@ def _check_transitions(
 
 def _check_packs(config: dict) -> None:
     """Runs trained in a pack (config.pack.size > 1, a block with more than one seed; grokbench.grid.packs)
-    must use only what packed training reproduces (grokbench.train.packed): no accelerators, no weights
-    across training, no dropout, no kernel backend. Rejected by name here, rather than trained otherwise."""
+    must use only what packed training reproduces (grokbench.train.packed): no accelerators, no dropout,
+    no kernel backend. Rejected by name here, rather than trained otherwise."""
     size = config.get("pack", {}).get("size", 1)
     for pack in packs(config):
         if len(pack.seeds) < 2:
@@ -474,9 +474,6 @@ def _check_packs(config: dict) -> None:
         if cfg.accelerators.active:
             raise ValueError(f"{where}: config.training.{pack.training}.accelerators (Grokfast, perp_grad, "
                              f"StableMax, wd_schedule) is not supported in a pack; {fix}")  # fmt: skip
-        if cfg.checkpoints is not None:
-            raise ValueError(f"{where}: config.training.{pack.training}.checkpoints (weights across "
-                             f"training) is not supported in a pack; {fix}")  # fmt: skip
         spec = config["models"][pack.model]
         if spec.get("dropout", 0) > 0:
             raise ValueError(f"{where}: config.models.{pack.model}.dropout={spec['dropout']} is not "

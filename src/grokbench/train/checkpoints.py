@@ -121,6 +121,9 @@ def weights_state(model: nn.Module, dtype: torch.dtype = torch.float32) -> dict[
         key = (v.device, v.data_ptr(), v.dtype, tuple(v.shape), v.stride())
         if key not in seen:
             v = v.detach()
+            # a view of a larger tensor (a pack member's slice): torch.save would store all of it
+            if v.untyped_storage().nbytes() > v.numel() * v.element_size():
+                v = v.clone()
             seen[key] = v.to("cpu", dtype=dtype) if v.is_floating_point() else v.to("cpu")
         out[k] = seen[key]
     return out

@@ -26,8 +26,9 @@ which the process exits 75 and a rerun of the same pack resumes it, bit for bit 
 fingerprint covers the model, training settings, the pack's seeds, the data and the training code: the
 state of another pack or configuration is ignored. `segments` in each member's run.json are the pack's.
 
-Not supported in a pack (rejected by grokbench.study before any job): training.accelerators, training.
-checkpoints, model dropout > 0, a model's backend "kernels".
+Not supported in a pack (rejected by grokbench.study before any job): training.accelerators, model
+dropout > 0, a model's backend "kernels". Weights across training (training.checkpoints) are kept for
+each member in its own folder, as for a single run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ..grid import Cell
 from ..io import sha256_bytes
 from ..models import build_model
 from ..tasks.base import read_dataset
+from .checkpoints import WeightCheckpoints
 from .config import TrainConfig
 from .data import build_tensors
 from .live import PROGRESS, Loggers, Progress
@@ -112,9 +114,16 @@ def run_pack(
         if boards[m] is not None:
             boards[m].on_metrics(step, rows)
 
+    weights = [  # weights across training, opt-in (train/checkpoints.py), in each member's folder
+        WeightCheckpoints(cfg.checkpoints, d, model_spec, cfg.eval.steps(cfg.steps))
+        if cfg.checkpoints
+        else None
+        for d in out_dirs
+    ]
     try:
         results = train_packed(model_fn, t, cfg, seeds, desc=pack_id, progress=progress,
-                               checkpoint=checkpoint, on_step=on_step, on_metrics=on_metrics)  # fmt: skip
+                               checkpoint=checkpoint, on_step=on_step, on_metrics=on_metrics,
+                               weights=weights)  # fmt: skip
     except Interrupted:
         for live in lives:
             live.stopped()
@@ -131,7 +140,7 @@ def run_pack(
     infos = []
     for m, result in enumerate(results):
         info = write_outputs(
-            out_dirs[m], result, cfg, model_spec, seeds[m], cells[m], run_ids[m], data, ds, t, None,
+            out_dirs[m], result, cfg, model_spec, seeds[m], cells[m], run_ids[m], data, ds, t, weights[m],
             checkpoint.segments, extra={"pack": pack},
         )  # fmt: skip
         (out_dirs[m] / RESUME).unlink(missing_ok=True)  # a single run's state from an earlier attempt

@@ -43,8 +43,8 @@ stopped or diverged.
 
 Not supported packed (`train_packed` raises ValueError naming the option; grokbench.study rejects these
 for a study's packs before any job): the grokking accelerators (`training.accelerators`: their filters and
-⊥Grad act on a module's own gradients), weights across training (`training.checkpoints`), and dropout > 0
-(random masks under vmap would not reproduce separate runs).
+⊥Grad act on a module's own gradients) and dropout > 0 (random masks under vmap would not reproduce
+separate runs). Weights across training (`training.checkpoints`) are kept per seed, from its slice.
 
 Checkpoint/resume, as `trainer.train` (train/resume.py): with a `checkpoint`, the pack resumes from a saved
 state of the same fingerprint, saves every `checkpoint.every` steps or minutes, and on SIGTERM / SIGUSR1
@@ -70,6 +70,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
+from .checkpoints import WeightCheckpoints
 from .config import TrainConfig
 from .data import IGNORE, Tensors
 from .resume import Checkpointer, Interrupted, rng_states, set_rng_states
@@ -89,11 +90,6 @@ def check_packable(cfg: TrainConfig, seeds: Sequence[int]) -> None:
         raise ValueError(
             "training.accelerators is not supported by packed training (Grokfast, perp_grad, StableMax and "
             "wd_schedule act on one model's gradients and optimizer); train these runs one at a time"
-        )
-    if cfg.checkpoints is not None:
-        raise ValueError(
-            "training.checkpoints (weights across training) is not supported by packed training; train "
-            "these runs one at a time"
         )
 
 
@@ -217,6 +213,7 @@ def train_packed(
     checkpoint: Checkpointer | None = None,
     on_step: Callable[[int], None] | None = None,
     on_metrics: Callable[[int, int, list[dict]], None] | None = None,
+    weights: Sequence[WeightCheckpoints | None] | None = None,
 ) -> list[Result]:
     """Train one run per seed, all together; returns each seed's `Result`, in the order of `seeds`.
 
@@ -224,6 +221,8 @@ def train_packed(
     `on_step(step)` is called after every optimizer step (0-based). `on_metrics(m, step, rows)` is called
     for seed number m (its index in `seeds`) with all its metrics rows so far (the list itself, not to be
     kept or changed): once when the loop starts (no rows), then after each evaluation that adds rows of it.
+    `weights[m]` (cfg.checkpoints; one per seed) saves seed m's weights at its evaluation steps, as
+    `trainer.train` does for a single run (train/checkpoints.py).
     """
     seeds = list(seeds)
     check_packable(cfg, seeds)
@@ -285,6 +284,9 @@ def train_packed(
         bad_loss.copy_(state["bad_loss"])
         stopped = state["stopped"]
         kept = {m: {n: w.to(device) for n, w in ws.items()} for m, ws in state["kept"].items()}
+        for w, saved in zip(weights or [], state.get("weights") or []):
+            if w is not None:
+                w.load_state_dict(saved)
     if on_metrics is not None:
         for m in range(len(seeds)):
             on_metrics(m, first_step, rows[m])
@@ -318,6 +320,7 @@ def train_packed(
                         bad_loss=bad_loss.cpu(),
                         stopped=stopped,
                         kept={m: {n: w.cpu() for n, w in ws.items()} for m, ws in kept.items()},
+                        weights=[w.state_dict() if w is not None else None for w in weights or []],
                     )
                 )
                 if stopping:
@@ -334,6 +337,8 @@ def train_packed(
                         rows[m].append(dict(step=step, split=name, loss=loss, accuracy=acc, elapsed=elapsed))
                         if m == 0:
                             postfix[name] = f"{acc:.2f}"
+                    if weights is not None and weights[m] is not None:
+                        weights[m].at_eval(step, rows[m], models[m])  # its slice: a view of the pack's
                     if on_metrics is not None:
                         on_metrics(m, step, rows[m])
                     if cfg.early_stop is not None and step < cfg.steps and cfg.early_stop.reached(rows[m]):
