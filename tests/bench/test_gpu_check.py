@@ -133,6 +133,7 @@ def test_short_default_study_is_a_valid_study(tmp_path, device):
             training["steps"] == 300 and training["device"] == device and training["precision"] == precision
         )
         assert training["eval"]["dense_every"] == 50 and training["eval"]["dense_until"] == 300
+        assert "checkpoints" not in training  # the default study's analyses are not the check's
     tiny = short_study(yaml.safe_load((REPO / ".test/config.yaml").read_text()), None, "cpu")
     assert tiny["training"]["default"]["steps"] == 40 and "default-fp32" not in tiny["training"]
     assert all("hparams" not in b and len(b["seeds"]) == len(b["datasets"]) == 1 for b in tiny["grid"])

@@ -336,14 +336,16 @@ class Check:
 
 def short_study(cfg: dict, steps: int | None, device: str) -> dict:
     """The study `cfg` (as read from its file) made short: `steps` training steps with 7 evaluations (None:
-    as it is), the first dataset and seed of each grid block, no hyperparameter grid or sweeps, every
-    training on `device`; and, where the first cell would train in bf16, that cell once more in fp32 (its
+    as it is), the first dataset and seed of each grid block, no hyperparameter grid or sweeps, no
+    weights across training (the mechanistic analyses are not what the check times), every training on
+    `device`; and, where the first cell would train in bf16, that cell once more in fp32 (its
     training setting named `<training>-fp32`), for the CUDA-vs-CPU comparison."""
     cfg = copy.deepcopy(cfg)
     cfg["results"] = "results"
     cfg.pop("sweeps", None)
     for training in cfg["training"].values():
         training["device"] = device
+        training.pop("checkpoints", None)
         if steps:
             schedule = {"dense_every": max(1, steps // 6), "dense_until": steps, "every": steps}
             training.update(steps=steps, eval={**training.get("eval", {}), **schedule})
