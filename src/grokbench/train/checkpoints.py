@@ -179,6 +179,14 @@ def finish(
     return weights.finish(end_step, model, metrics)
 
 
+def for_run(cfg, run_dir: str | Path, model_spec: dict) -> WeightCheckpoints | None:
+    """The WeightCheckpoints of one run trained with `cfg` (a TrainConfig) into `run_dir`; None without
+    `cfg.checkpoints` (opt-in). Single runs (train/run.py) and each pack member (train/pack.py)."""
+    if cfg.checkpoints is None:
+        return None
+    return WeightCheckpoints(cfg.checkpoints, run_dir, model_spec, cfg.eval.steps(cfg.steps))
+
+
 class WeightCheckpoints:
     """Saves one run's checkpoints as it trains (`at_eval`) and settles the list at its end (`finish`)."""
 

@@ -43,7 +43,7 @@ from ..grid import Cell
 from ..io import sha256_bytes
 from ..models import build_model
 from ..tasks.base import read_dataset
-from .checkpoints import WeightCheckpoints
+from . import checkpoints
 from .config import TrainConfig
 from .data import build_tensors
 from .live import PROGRESS, Loggers, Progress
@@ -114,12 +114,8 @@ def run_pack(
         if boards[m] is not None:
             boards[m].on_metrics(step, rows)
 
-    weights = [  # weights across training, opt-in (train/checkpoints.py), in each member's folder
-        WeightCheckpoints(cfg.checkpoints, d, model_spec, cfg.eval.steps(cfg.steps))
-        if cfg.checkpoints
-        else None
-        for d in out_dirs
-    ]
+    # weights across training, opt-in (train/checkpoints.py), in each member's folder
+    weights = [checkpoints.for_run(cfg, d, model_spec) for d in out_dirs]
     try:
         results = train_packed(model_fn, t, cfg, seeds, desc=pack_id, progress=progress,
                                checkpoint=checkpoint, on_step=on_step, on_metrics=on_metrics,

@@ -98,9 +98,7 @@ def run(
         if board is not None:
             board.on_metrics(step, rows)
 
-    weights = None  # weights across training, opt-in (train/checkpoints.py)
-    if cfg.checkpoints is not None:
-        weights = WeightCheckpoints(cfg.checkpoints, out_dir, model_spec, cfg.eval.steps(cfg.steps))
+    weights = checkpoints.for_run(cfg, out_dir, model_spec)  # weights across training, opt-in
     try:
         result = train(model_fn, t, cfg, seed, desc=run_id, progress=progress, checkpoint=checkpoint,
                        weights=weights, on_step=live.on_step, on_metrics=on_metrics)  # fmt: skip
