@@ -57,7 +57,7 @@ from .grid import SECTIONS, Cell, cells, grid_matches, packs, setting_name, spli
 from .models import FAMILIES, check_model_spec, family_keys
 from .models.presets import expand_preset
 from .params import dataclass_in
-from .report.analysis import EVAL_SPLITS, SUMMARY_COLUMNS, AnalysisConfig, flatten, not_a_column
+from .report.analysis import EVAL_SPLITS, SPLIT_STEP, SUMMARY_COLUMNS, AnalysisConfig, flatten, not_a_column
 from .report.claims import check_claims
 from .tasks import CHECKS, TASKS, check_params
 from .tasks.incontext import FORMAT_KEY, FormatParams, parse_format
@@ -432,7 +432,7 @@ def _expand_hparams(config: dict, bases: list[str], hparams: dict[str, list], i:
 def summary_columns(config: dict) -> set[str]:
     """The summary's columns a sweep or claim may name: the fixed ones, each dataset parameter as
     `data.<key>`, each model key as written as `model.<key>` and each training setting as `train.<key>`
-    (nested keys dotted), final accuracies."""
+    (nested keys dotted), final accuracies and each test split's generalization step."""
     columns = set(SUMMARY_COLUMNS)
     for spec in config["datasets"].values():
         columns |= set(flatten({k: v for k, v in spec.items() if k != "task"}, "data"))
@@ -441,6 +441,7 @@ def summary_columns(config: dict) -> set[str]:
     for spec in config["training"].values():
         columns |= set(flatten(TrainConfig.from_dict(spec).to_dict(), "train"))
     columns |= {f"final_acc_{split}" for split in EVAL_SPLITS}
+    columns |= {f"{SPLIT_STEP}{split}" for split in EVAL_SPLITS if split.startswith("test_")}
     return columns
 
 

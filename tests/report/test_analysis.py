@@ -66,6 +66,10 @@ def test_analyze_run_grokking():
     assert out["grokked"] is True
     assert out["grok_delay"] == 500
     assert out["final_acc_test_inferred_ood"] == 1.0
+    # every test split's generalization step, the ID / OOD ones again
+    assert out["generalization_step_test_inferred_ood"] == 800
+    assert out["generalization_step_test_inferred_id"] == 300
+    assert "generalization_step_train_inferred_id" not in out
 
 
 def test_analyze_run_no_grokking():

@@ -440,3 +440,62 @@ def test_all_runs_diverged_is_inconclusive():
     v = verdicts(df, {"id": "f", "text": "t", "check": "fails", "where": {"model": "gpt"}})
     assert v.loc["f", "verdict"] == "inconclusive"
     assert v.loc["f", "evidence"].startswith("no run completed its training; left out, diverged: ")
+
+
+def incontext_run(seed, ood, context, mem=100, **kw):
+    """A run of an in-context dataset: in-weights OOD step `ood`, in-context OOD step `context`."""
+    return run(seed=seed, mem=mem, ood=ood, **kw) | {
+        "generalization_step_test_incontext_ood": context,
+        "final_acc_test_incontext_ood": 0.95 if context is not None else 0.4,
+    }
+
+
+def test_claim_split_reads_that_splits_steps():
+    """`split`: the checks read that test split's steps (grokked: after memorization) in place of OOD's."""
+    df = summary([incontext_run(s, None, c) for s, c in enumerate((300, 400, 50))])
+    groks = {"id": "g", "text": "t", "check": "groks", "where": {"model": "gpt"}}
+    v = verdicts(df, groks, dict(groks, id="c", split="test_incontext_ood"))
+    assert v.loc["g", "verdict"] == "contradicted" and v.loc["g", "k"] == 0  # in weights: never
+    assert v.loc["c", "verdict"] == "supported" and v.loc["c", "k"] == 2  # 50 is before memorizing (100)
+    assert v.loc["c", "evidence"].startswith("on test_incontext_ood: 2/3 runs grokked")
+    assert "OOD accuracy at memorization" not in v.loc["c", "evidence"]  # the analysis's OOD split's
+    fails = {
+        "id": "f",
+        "text": "t",
+        "check": "fails",
+        "where": {"model": "gpt"},
+        "split": "test_incontext_ood",
+    }
+    assert "best final OOD accuracy 0.950" in verdicts(df, fails).loc["f", "evidence"]
+    sooner = sooner_claim(split="test_incontext_ood")
+    gpt = [incontext_run(s, None, c) for s, c in enumerate((200, 250, 300))]
+    both = summary(gpt + [incontext_run(s, 150, c, model="llama") for s, c in enumerate((700, 800, 900))])
+    assert verdicts(both, sooner).loc["s", "verdict"] == "supported"  # in weights llama is sooner
+    assert verdicts(both, sooner_claim()).loc["s", "verdict"] == "contradicted"
+
+
+def test_claim_split_every_run_must_evaluate_it():
+    df = summary([incontext_run(0, None, 300), run(seed=1)])
+    claim = {
+        "id": "c",
+        "text": "t",
+        "check": "groks",
+        "where": {"model": "gpt"},
+        "split": "test_incontext_ood",
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"claim 'c': split='test_incontext_ood': not evaluated by run\(s\) d/gpt/default/seed1",
+    ):
+        verdicts(df, claim)
+
+
+def test_bad_claim_split_named():
+    cfg = grid_config()
+    cfg["claims"] = [{"id": "x", "text": "t", "check": "groks", "where": {}, "split": "val_inferred_ood"}]
+    with pytest.raises(
+        ConfigError, match=r"config.claims\[0\].split='val_inferred_ood': expected a test split"
+    ):
+        validate(cfg)
+    cfg["claims"][0]["split"] = "test_incontext_ood"
+    validate(cfg)

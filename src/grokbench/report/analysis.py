@@ -20,7 +20,11 @@ Definitions (thresholds and splits set in the config's `analysis` section):
   and name them (grokbench.report.claims);
 - selection step: first evaluation from which the selection split (OOD validation facts, disjoint from
   the test facts) stays >= the threshold; hyperparameters are chosen on it (grokbench.report.selection), never
-  on a test split.
+  on a test split;
+- generalization_step_<split>, for every test split a run evaluates (e.g. test_incontext_ood of an
+  in-context dataset): first evaluation from which that split stays >= the threshold (for test_inferred_id
+  / test_inferred_ood, the ID / OOD generalization step again); a claim's `split` reads it
+  (grokbench.report.claims).
 """
 
 from __future__ import annotations
@@ -113,7 +117,12 @@ def analyze_run(metrics: pd.DataFrame, cfg: AnalysisConfig) -> dict[str, Any]:
     }
     for split, acc in zip(last["split"], last["accuracy"]):
         out[f"final_acc_{split}"] = float(acc)
+        if split.startswith("test_"):
+            out[f"{SPLIT_STEP}{split}"] = first_stable_step(*curve(metrics, split), cfg.threshold, tol)
     return out
+
+
+SPLIT_STEP = "generalization_step_"  # + a test split: that split's generalization step (module docstring)
 
 
 def steps_or_final(runs: pd.DataFrame, column: str) -> pd.Series:
@@ -144,9 +153,11 @@ def not_a_column(where: str, name: str, columns: set[str]) -> ValueError:
     """The error for a summary column that does not exist, with the closest names."""
     close = difflib.get_close_matches(name, sorted(columns), n=3)
     hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-    fixed = ", ".join(sorted(c for c in columns if "." not in c and not c.startswith("final_acc_")))
+    per_split = ("final_acc_", SPLIT_STEP)
+    fixed = ", ".join(sorted(c for c in columns if "." not in c and not c.startswith(per_split)))
     return ValueError(
         f"{where}={name!r}: not a column of the summary; {hint}columns: {fixed}, final_acc_<split>, "
+        f"{SPLIT_STEP}<test split>, "
         "data.<dataset parameter>, model.<model key>, train.<training setting>"
     )
 

@@ -2,8 +2,11 @@
 
 A claim (config `claims`, a list) names the runs it is about with `where` (summary column -> value or
 list of values: dataset, model, family, training_base, task, data.*, train.*, ...) and one check. All checks
-read the test split (`analysis.ood_split`) through the summary's per-run steps; hyperparameters were
-chosen on the selection split (grokbench.report.selection), so no claim is judged on data used for selection.
+read the test split (`analysis.ood_split`) through the summary's per-run steps, or the claim's own `split`
+(another test split, e.g. test_incontext_ood: the in-context questions of a `format` dataset, with the
+atomic facts their answer follows from shown; every run of the claim, both sides of a `sooner`, must
+evaluate it); "OOD" below means that split. Hyperparameters were chosen on the selection split
+(grokbench.report.selection), so no claim is judged on data used for selection.
 `settings: selected` (default for `groks` and `sooner`) keeps each group's selected setting only;
 `settings: all` (default for `fails`) keeps every swept setting.
 
@@ -55,7 +58,7 @@ import pandas as pd
 from ..grid import grid_matches
 from ..params import from_dict
 from . import figure_names
-from .analysis import not_a_column, steps_or_final
+from .analysis import AFTER_MEMORIZATION, EVAL_SPLITS, SPLIT_STEP, not_a_column, steps_or_final
 from .selection import selected
 from .survival import ALPHA, durations, km_median, logrank, median_ratio, median_text, ratio_text
 
@@ -83,6 +86,7 @@ class Claim:
     min_seeds: int | None = None
     min_gain: float | None = None  # groks only: a run counts if its ood_gain_after_memorization >= this
     figure: str | None = None  # a figure of the study: curves, grokking, survival or sweep_<name>
+    split: str | None = None  # the test split the check reads; None: analysis.ood_split
 
     @property
     def scope(self) -> str:
@@ -104,6 +108,9 @@ def parse(spec: dict[str, Any], where: str) -> Claim:
             raise ValueError(f"{where}.min_gain: only check 'groks' uses it")
         if not 0 <= claim.min_gain <= 1:
             raise ValueError(f"{where}.min_gain={claim.min_gain}: expected a number in [0, 1]")
+    tests = [s for s in EVAL_SPLITS if s.startswith("test_")]
+    if claim.split is not None and claim.split not in tests:
+        raise ValueError(f"{where}.split={claim.split!r}: expected a test split, one of {tests}")
     return claim
 
 
@@ -236,6 +243,22 @@ def split_diverged(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return rows[~bad], f"; left out, diverged: {named}" if named else ""
 
 
+def on_split(rows: pd.DataFrame, split: str, what: str) -> pd.DataFrame:
+    """The runs as the checks read them with `split` in place of the analysis's OOD split: its
+    generalization step as ood_generalization_step, grokked = memorized, then `split` >= threshold at a
+    strictly later evaluation; the after-memorization numbers (of the analysis's OOD split) left out.
+    Every run must have evaluated `split`."""
+    acc = f"final_acc_{split}"
+    lacking = rows["run_id"][rows[acc].isna()] if acc in rows else rows["run_id"]
+    if len(lacking):
+        raise ValueError(f"{what}: split={split!r}: not evaluated by run(s) {', '.join(lacking)}")
+    out = rows.drop(columns=[c for c in AFTER_MEMORIZATION if c in rows])
+    step, mem = out[f"{SPLIT_STEP}{split}"].astype("Int64"), out["memorization_step"].astype("Int64")
+    out["ood_generalization_step"] = step
+    out["grokked"] = (mem.notna() & step.notna() & (step > mem)).fillna(False).astype(bool)
+    return out
+
+
 def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) -> dict[str, Any]:
     what = f"claim {claim.id!r}"
     scope = chosen if claim.scope == "selected" else None
@@ -243,6 +266,11 @@ def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) 
     if claim.than is not None:
         other, note_than = split_diverged(runs_of(summary, claim.than, scope, f"{what} (than)"))
         note += note_than.replace("; left out", "; left out (than)")
+    split = claim.split or ood_split
+    if split != ood_split:
+        rows = on_split(rows, split, what)
+        if claim.than is not None:
+            other = on_split(other, split, f"{what} (than)")
     if rows.empty or (claim.than is not None and other.empty):
         return {"verdict": "inconclusive", "evidence": f"no run completed its training{note}", "n": len(rows)}
     out: dict[str, Any] = {"n": len(rows)}
@@ -265,7 +293,7 @@ def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) 
         need = claim.min_seeds
         reliable = [c >= (need or n // 2 + 1) for _, c, n in counts]
         verdict = "supported" if k == 0 else "contradicted" if any(reliable) else "inconclusive"
-        acc = f"final_acc_{ood_split}"
+        acc = f"final_acc_{split}"
         best = float(rows[acc].max()) if acc in rows else math.nan
         evidence = "; ".join(f"{'/'.join(name)}: {c}/{n} reached OOD >= threshold" for name, c, n in counts)
         evidence += f"; best final OOD accuracy {best:.3f}"
@@ -291,6 +319,8 @@ def judge_one(claim: Claim, summary: pd.DataFrame, chosen: set, ood_split: str) 
         out |= {"ratio": ratio, "ci_low": low, "ci_high": high}
         out |= {k: v for k, v in km.items() if k != "logrank_chi2"}
         rows = pd.concat([rows, other])
+    if split != ood_split:
+        evidence = f"on {split}: {evidence}"
     return {"verdict": verdict, "evidence": evidence + note, **out} | {
         "settings": "; ".join(settings),
         "runs": "; ".join(rows["run_id"]),
