@@ -252,6 +252,10 @@ def on_split(rows: pd.DataFrame, split: str, what: str) -> pd.DataFrame:
     lacking = rows["run_id"][rows[acc].isna()] if acc in rows else rows["run_id"]
     if len(lacking):
         raise ValueError(f"{what}: split={split!r}: not evaluated by run(s) {', '.join(lacking)}")
+    if f"{SPLIT_STEP}{split}" not in rows:
+        raise ValueError(
+            f"{what}: split={split!r} needs the summary column {SPLIT_STEP}{split}; rerun the analysis"
+        )
     out = rows.drop(columns=[c for c in AFTER_MEMORIZATION if c in rows])
     step, mem = out[f"{SPLIT_STEP}{split}"].astype("Int64"), out["memorization_step"].astype("Int64")
     out["ood_generalization_step"] = step
