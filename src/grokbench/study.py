@@ -57,7 +57,15 @@ from .grid import SECTIONS, Cell, cells, grid_matches, packs, setting_name, spli
 from .models import FAMILIES, check_model_spec, family_keys
 from .models.presets import expand_preset
 from .params import dataclass_in
-from .report.analysis import EVAL_SPLITS, SPLIT_STEP, SUMMARY_COLUMNS, AnalysisConfig, flatten, not_a_column
+from .report.analysis import (
+    EVAL_SPLITS,
+    SPLIT_STEP,
+    SUMMARY_COLUMNS,
+    TEST_SPLITS,
+    AnalysisConfig,
+    flatten,
+    not_a_column,
+)
 from .report.claims import check_claims
 from .tasks import CHECKS, TASKS, check_params
 from .tasks.incontext import FORMAT_KEY, FormatParams, parse_format
@@ -441,7 +449,7 @@ def summary_columns(config: dict) -> set[str]:
     for spec in config["training"].values():
         columns |= set(flatten(TrainConfig.from_dict(spec).to_dict(), "train"))
     columns |= {f"final_acc_{split}" for split in EVAL_SPLITS}
-    columns |= {f"{SPLIT_STEP}{split}" for split in EVAL_SPLITS if split.startswith("test_")}
+    columns |= {f"{SPLIT_STEP}{split}" for split in TEST_SPLITS}
     return columns
 
 

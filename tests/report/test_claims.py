@@ -450,22 +450,20 @@ def incontext_run(seed, ood, context, mem=100, **kw):
     }
 
 
+def incontext_claim(id: str, check: str) -> dict:
+    return {"id": id, "text": "t", "check": check, "where": {"model": "gpt"}, "split": "test_incontext_ood"}
+
+
 def test_claim_split_reads_that_splits_steps():
     """`split`: the checks read that test split's steps (grokked: after memorization) in place of OOD's."""
     df = summary([incontext_run(s, None, c) for s, c in enumerate((300, 400, 50))])
     groks = {"id": "g", "text": "t", "check": "groks", "where": {"model": "gpt"}}
-    v = verdicts(df, groks, dict(groks, id="c", split="test_incontext_ood"))
+    v = verdicts(df, groks, incontext_claim("c", "groks"))
     assert v.loc["g", "verdict"] == "contradicted" and v.loc["g", "k"] == 0  # in weights: never
     assert v.loc["c", "verdict"] == "supported" and v.loc["c", "k"] == 2  # 50 is before memorizing (100)
     assert v.loc["c", "evidence"].startswith("on test_incontext_ood: 2/3 runs grokked")
     assert "OOD accuracy at memorization" not in v.loc["c", "evidence"]  # the analysis's OOD split's
-    fails = {
-        "id": "f",
-        "text": "t",
-        "check": "fails",
-        "where": {"model": "gpt"},
-        "split": "test_incontext_ood",
-    }
+    fails = incontext_claim("f", "fails")
     assert "best final OOD accuracy 0.950" in verdicts(df, fails).loc["f", "evidence"]
     sooner = sooner_claim(split="test_incontext_ood")
     gpt = [incontext_run(s, None, c) for s, c in enumerate((200, 250, 300))]
@@ -476,13 +474,7 @@ def test_claim_split_reads_that_splits_steps():
 
 def test_claim_split_every_run_must_evaluate_it():
     df = summary([incontext_run(0, None, 300), run(seed=1)])
-    claim = {
-        "id": "c",
-        "text": "t",
-        "check": "groks",
-        "where": {"model": "gpt"},
-        "split": "test_incontext_ood",
-    }
+    claim = incontext_claim("c", "groks")
     with pytest.raises(
         ValueError,
         match=r"claim 'c': split='test_incontext_ood': not evaluated by run\(s\) d/gpt/default/seed1",

@@ -117,7 +117,7 @@ def analyze_run(metrics: pd.DataFrame, cfg: AnalysisConfig) -> dict[str, Any]:
     }
     for split, acc in zip(last["split"], last["accuracy"]):
         out[f"final_acc_{split}"] = float(acc)
-        if split.startswith("test_"):
+        if split in TEST_SPLITS:
             out[f"{SPLIT_STEP}{split}"] = first_stable_step(*curve(metrics, split), cfg.threshold, tol)
     return out
 
@@ -147,6 +147,7 @@ EVAL_SPLITS = (
     *("train_atomic_id", "train_atomic_ood", "train_inferred_id", "train_inferred_ood"),
     *("test_inferred_id", "test_inferred_ood", "val_inferred_ood", "test_incontext_id", "test_incontext_ood"),
 )
+TEST_SPLITS = tuple(s for s in EVAL_SPLITS if s.startswith("test_"))  # what claims are judged on
 
 
 def not_a_column(where: str, name: str, columns: set[str]) -> ValueError:

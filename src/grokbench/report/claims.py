@@ -58,7 +58,7 @@ import pandas as pd
 from ..grid import grid_matches
 from ..params import from_dict
 from . import figure_names
-from .analysis import AFTER_MEMORIZATION, EVAL_SPLITS, SPLIT_STEP, not_a_column, steps_or_final
+from .analysis import AFTER_MEMORIZATION, SPLIT_STEP, TEST_SPLITS, not_a_column, steps_or_final
 from .selection import selected
 from .survival import ALPHA, durations, km_median, logrank, median_ratio, median_text, ratio_text
 
@@ -108,9 +108,8 @@ def parse(spec: dict[str, Any], where: str) -> Claim:
             raise ValueError(f"{where}.min_gain: only check 'groks' uses it")
         if not 0 <= claim.min_gain <= 1:
             raise ValueError(f"{where}.min_gain={claim.min_gain}: expected a number in [0, 1]")
-    tests = [s for s in EVAL_SPLITS if s.startswith("test_")]
-    if claim.split is not None and claim.split not in tests:
-        raise ValueError(f"{where}.split={claim.split!r}: expected a test split, one of {tests}")
+    if claim.split is not None and claim.split not in TEST_SPLITS:
+        raise ValueError(f"{where}.split={claim.split!r}: expected a test split, one of {list(TEST_SPLITS)}")
     return claim
 
 
