@@ -1,6 +1,6 @@
 """Backbone.hidden_states for every family and variant: the head of the last state is the forward's logits,
 patching a layer with its own values changes nothing, patching with another input's values moves the run
-onto that input."""
+onto that input, and a patched run resumed from the unpatched run's TrunkState is the whole patched run."""
 
 from __future__ import annotations
 
@@ -64,6 +64,35 @@ def test_hidden_states(family, variant):
         assert not torch.allclose(m.head(moved[-1]), m.head(theirs[-1]), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("family", "variant"), CASES, ids=[f"{f}-{_id(v)}" for f, v in CASES])
+@torch.no_grad()
+def test_resume_is_the_whole_forward(family, variant):
+    """hidden_states(start=trunk_states(idx)[l]) with a patch at layer l (causal tracing's shortcut): the
+    states from l on and the logits equal those of the whole patched forward, bit for bit; trunk_states
+    are the forward's own states."""
+    m = model(family, **variant)
+    g = torch.Generator().manual_seed(2)
+    for p in m.parameters():
+        p.add_(0.1 * torch.randn(p.shape, generator=g))
+    idx = torch.randint(VOCAB, (3, T), generator=g)
+    other = m.hidden_states(torch.randint(VOCAB, (3, T), generator=g))
+    resume = m.trunk_states(idx)
+    states = m.hidden_states(idx)
+    mem = m.config.memory_tokens
+    assert [r.layer for r in resume] == list(range(m.n_hidden))
+    assert all(torch.equal(r.x[:, mem:], s) for r, s in zip(resume, states, strict=True))
+    for mask in (torch.arange(T) == 2, torch.ones(T, dtype=torch.bool)):
+        for layer in range(m.n_hidden):
+            patch = {layer: (mask, other[layer])}
+            whole = m.hidden_states(idx, patch=patch)
+            part = m.hidden_states(idx, patch=patch, start=resume[layer])
+            assert len(part) == m.n_hidden - layer
+            assert all(torch.equal(a, b) for a, b in zip(part, whole[layer:], strict=True)), layer
+            assert torch.equal(m.head(part[-1]), m.head(whole[-1]))
+        # without a patch: the run itself, from any layer
+        assert torch.equal(m.head(m.hidden_states(idx, start=resume[1])[-1]), m(idx))
+
+
 def test_patch_errors():
     m = model("gpt")
     idx = torch.randint(VOCAB, (2, T))
@@ -74,3 +103,8 @@ def test_patch_errors():
         m.hidden_states(idx, patch={0: (torch.ones(T), values)})
     with pytest.raises(ValueError, match="values"):
         m.hidden_states(idx, patch={0: (torch.ones(T, dtype=torch.bool), values[:, :3])})
+    start = m.trunk_states(idx)[1]
+    with pytest.raises(ValueError, match=r"layer 0 not in 1\.\."):  # below the resumed layer
+        m.hidden_states(idx, patch={0: (torch.ones(T, dtype=torch.bool), values)}, start=start)
+    with pytest.raises(ValueError, match="start: state"):
+        m.hidden_states(idx[:1], start=start)

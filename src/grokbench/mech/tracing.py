@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..models.backbone import TrunkState
 from .common import as_long, device_of, group_labels
 
 COLUMNS = (
@@ -46,11 +47,18 @@ def _answer_scores(logits: torch.Tensor, answer: torch.Tensor, other: torch.Tens
 
 @torch.no_grad()
 def restored_logits(
-    model: nn.Module, clean_state: torch.Tensor, corrupt: torch.Tensor, layer: int, mask: torch.Tensor
+    model: nn.Module,
+    clean_state: torch.Tensor,
+    corrupt: torch.Tensor,
+    layer: int,
+    mask: torch.Tensor,
+    start: TrunkState | None = None,
 ) -> torch.Tensor:
     """Logits (B, T, V) of the corrupted inputs `corrupt` (B, T) with layer `layer`'s hidden state set to
-    `clean_state` (B, T, C) where `mask` ((T,) or (B, T) bool) is true."""
-    states = model.hidden_states(corrupt, patch={layer: (mask, clean_state)})
+    `clean_state` (B, T, C) where `mask` ((T,) or (B, T) bool) is true. `start`: the corrupted run's
+    TrunkState at `layer` (`Backbone.trunk_states`), to go on from there instead of recomputing the
+    blocks below, which the patch does not change (the same logits, bit for bit)."""
+    states = model.hidden_states(corrupt, patch={layer: (mask, clean_state)}, start=start)
     return model.head(states[-1])
 
 
@@ -105,14 +113,15 @@ def trace_scores(
     if any(not 0 <= p < T for p in positions):
         raise ValueError(f"positions must be in 0..{T - 1}, got {positions}")
     sets = [torch.arange(T) == p for p in positions] + [torch.ones(T, dtype=torch.bool)]
-    dev, L = device_of(model), model.n_hidden
+    dev, L, m = device_of(model), model.n_hidden, model.config.memory_tokens
     out = {k: [] for k in ("p_clean", "p_corrupt", "ld_clean", "ld_corrupt", "p_patched", "ld_patched")}
     for start in range(0, N, batch_size):
         sl = slice(start, start + batch_size)
         x, xc, y = clean[sl].to(dev), corrupt[sl].to(dev), answer[sl].to(dev)
         states = model.hidden_states(x)
         clean_logits = model.head(states[-1])
-        corrupt_logits = model(xc)
+        resume = model.trunk_states(xc)  # the corrupted run at every layer: patched runs go on from there
+        corrupt_logits = model.head(resume[-1].x[:, m:])  # = model(xc)
         if corrupt_answer is None:
             last = corrupt_logits[:, -1].scatter(-1, y[:, None], float("-inf"))
             other = last.argmax(-1)
@@ -126,7 +135,7 @@ def trace_scores(
         ld_patched = torch.empty_like(p_patched)
         for layer in range(L):
             for r, mask in enumerate(sets):
-                logits = restored_logits(model, states[layer], xc, layer, mask.to(dev))
+                logits = restored_logits(model, states[layer], xc, layer, mask.to(dev), resume[layer])
                 p, ld = _answer_scores(logits, y, other)
                 p_patched[layer, r], ld_patched[layer, r] = p.cpu(), ld.cpu()
         out["p_patched"].append(p_patched)

@@ -36,6 +36,21 @@ Visit = Callable[[int, torch.Tensor], torch.Tensor]  # (layer, state (B, m + T, 
 Patch = Mapping[int, tuple[torch.Tensor, torch.Tensor]]
 
 
+@dataclass(frozen=True)
+class TrunkState:
+    """Where one forward stood at hidden layer `layer` (numbered as in `Backbone.hidden_states`): all
+    `Backbone.hidden_states(..., start=)` needs to go on from there without the blocks below it.
+
+    x: the state (B, m + T, C) there, memory tokens included; x0: the layer-0 state (re-injected before
+    later passes); side: what the family carries across layers besides the residual stream (RWKV-7's
+    v_first; `Backbone.side_state`)."""
+
+    layer: int
+    x: torch.Tensor
+    x0: torch.Tensor
+    side: object = None
+
+
 def check_at_least(config, minimum: int, *names: str, note: str = "") -> None:
     """ValueError naming the first field of `names` whose value is below `minimum`."""
     for name in names:
@@ -147,26 +162,38 @@ class Backbone(nn.Module):
         """idx: (B, T) token ids with T <= block_size. Returns logits (B, T, vocab_size)."""
         return self.head(self._trunk(idx)[:, self.config.memory_tokens :])  # (B, T, V)
 
-    def _trunk(self, idx: torch.Tensor, visit: Visit | None = None) -> torch.Tensor:
+    def _trunk(
+        self, idx: torch.Tensor, visit: Visit | None = None, start: TrunkState | None = None
+    ) -> torch.Tensor:
         """Embedding and blocks: the final residual stream (B, m + T, C), memory tokens included.
 
         `visit(layer, x)`, if given, sees each hidden state (numbered as in `hidden_states`) and returns
-        the tensor the forward goes on with (itself, or a patched copy)."""
-        B, T = idx.shape
-        if self.config.block_size < T:  # a shape check: no graph break under torch.compile
-            raise ValueError(f"sequence length {T} > block_size {self.config.block_size}")
-        x = self.embed(idx)  # (B, T, C)
-        if self.memory is not None:
-            x = torch.cat([self.memory.expand(B, -1, -1), x], dim=1)  # (B, m + T, C)
-        x = self.add_positions(x)
+        the tensor the forward goes on with (itself, or a patched copy). With `start`, the forward goes on
+        from that state: no embedding, no block application below start.layer (idx is not read); the
+        first state visited is start.x, at start.layer."""
+        if start is None:
+            B, T = idx.shape
+            if self.config.block_size < T:  # a shape check: no graph break under torch.compile
+                raise ValueError(f"sequence length {T} > block_size {self.config.block_size}")
+            x = self.embed(idx)  # (B, T, C)
+            if self.memory is not None:
+                x = torch.cat([self.memory.expand(B, -1, -1), x], dim=1)  # (B, m + T, C)
+            x = self.add_positions(x)
+            first = 0
+        else:
+            x, first = start.x, start.layer
+            self.set_side_state(start.side)
         if visit is not None:
-            x = visit(0, x)
-        x0 = x
+            x = visit(first, x)
+        x0 = x if first == 0 else start.x0
         layer = 0
         for loop in range(self.config.loops):
-            if loop and self.config.reinject:
+            if loop and self.config.reinject and layer >= first:
                 x = x + x0
             for block in self.layers:
+                if layer < first:  # applied before the resumed state
+                    layer += 1
+                    continue
                 x = block(x)  # (B, m + T, C)
                 if self.kv_memory is not None:
                     x = x + self.kv_memory(x)
@@ -175,13 +202,23 @@ class Backbone(nn.Module):
                     x = visit(layer, x)
         return x
 
+    # --- what crosses layers besides the residual stream (TrunkState.side) ----------------------
+    def side_state(self) -> object:
+        """The family's cross-layer state of the forward in progress (None: the stream is all)."""
+        return None
+
+    def set_side_state(self, state: object) -> None:
+        """Restore what `side_state` returned, for a forward resumed from a TrunkState."""
+
     # --- the residual stream, for probes and patching (grokbench.mech) ------------------------
     @property
     def n_hidden(self) -> int:
         """How many hidden states `hidden_states` returns: 1 + n_layer * loops."""
         return 1 + self.config.n_layer * self.config.loops
 
-    def hidden_states(self, idx: torch.Tensor, patch: Patch | None = None) -> list[torch.Tensor]:
+    def hidden_states(
+        self, idx: torch.Tensor, patch: Patch | None = None, start: TrunkState | None = None
+    ) -> list[torch.Tensor]:
         """The residual stream of every family, (B, T, C) per layer: a list of `n_hidden` tensors.
 
         Layer 0 is the input to the first block (`embed`, for RWKV after `ln0`, plus GPT's absolute
@@ -202,13 +239,21 @@ class Backbone(nn.Module):
         pass (a patch at layer 0 is re-injected, a patch at a later layer is not); RWKV-7's v_first
         (the values of its first time-mix, read by every later one) comes from block 0 of the first
         pass. Everywhere else the state at layer l, all positions, determines everything after it.
+
+        `start` (a TrunkState of `trunk_states(idx)`, e.g. of the corrupted run in causal tracing): go on
+        from that layer's state without applying the blocks below it, and return the states from
+        start.layer on (n_hidden - start.layer tensors); patches then apply at start.layer or above. The
+        states are those of the whole forward, bit for bit: the blocks below see the same inputs.
         """
         B, T = idx.shape
         m = self.config.memory_tokens
+        lowest = 0 if start is None else start.layer
+        if start is not None and start.x.shape[:2] != (B, m + T):
+            raise ValueError(f"start: state of shape {tuple(start.x.shape)} for inputs ({B}, {T})")
         patch = dict(patch or {})
         for layer, (mask, values) in patch.items():
-            if not 0 <= layer < self.n_hidden:
-                raise ValueError(f"patch: layer {layer} not in 0..{self.n_hidden - 1}")
+            if not lowest <= layer < self.n_hidden:
+                raise ValueError(f"patch: layer {layer} not in {lowest}..{self.n_hidden - 1}")
             if mask.dtype != torch.bool or mask.shape not in ((T,), (B, T)):
                 raise ValueError(f"patch: layer {layer}: mask must be bool ({T},) or ({B}, {T})")
             if values.shape != (B, T, self.config.d_model):
@@ -224,8 +269,21 @@ class Backbone(nn.Module):
             states.append(x[:, m:])
             return x
 
-        self._trunk(idx, visit)
+        self._trunk(idx, visit, start)
         return states
+
+    def trunk_states(self, idx: torch.Tensor) -> list[TrunkState]:
+        """One TrunkState per hidden layer (`n_hidden`) of the forward of `idx`: the points from which
+        `hidden_states(idx, patch, start=...)` goes on."""
+        found: list[TrunkState] = []
+
+        def visit(layer: int, x: torch.Tensor) -> torch.Tensor:
+            x0 = found[0].x if found else x
+            found.append(TrunkState(layer, x, x0, self.side_state()))
+            return x
+
+        self._trunk(idx, visit)
+        return found
 
     def num_params(self) -> int:
         """Parameters, each shared tensor counted once."""

@@ -485,6 +485,12 @@ class RWKV7(_RWKV):
         self.first_value.v = None  # the forward is over: let go of v_first (and its graph)
         return super().head(x)
 
+    def side_state(self) -> torch.Tensor | None:
+        return self.first_value.v  # v_first once block 0 has run (Backbone.trunk_states)
+
+    def set_side_state(self, state: torch.Tensor | None) -> None:
+        self.first_value.v = state
+
 
 class RWKV6(_RWKV):
     """RWKV-6 "Finch" (x060) language model on the grokbench Backbone."""
