@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from grokbench import cli
-from grokbench.plan import Shape, _count, flops_per_step, runtime_minutes, throughput
+from grokbench.plan import (
+    CPU_STEP_MS,
+    Shape,
+    _count,
+    cpu_seconds,
+    flops_per_step,
+    runtime_minutes,
+    throughput,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 GPT = {"family": "gpt", "n_layer": 2, "d_model": 64, "n_head": 4}
@@ -63,3 +71,13 @@ def test_plan_of_the_paper_config(capsys):
     assert len(seed_study) == 66
     hours = [float(r.split("|")[6]) for r in seed_study]
     assert all(3 < h < 10 for h in hours)  # 1.5M steps of a ~57M model on one H100
+
+
+def test_cpu_seconds_orders_jobs_by_steps_and_family():
+    """Steps times the family's measured CPU step; a family not measured counts as the slowest."""
+    assert cpu_seconds({"family": "gpt"}, {"steps": 1000}) == pytest.approx(CPU_STEP_MS["gpt"])
+    assert cpu_seconds({"family": "gpt"}, {"steps": 2000}) == 2 * cpu_seconds(
+        {"family": "gpt"}, {"steps": 1000}
+    )
+    assert cpu_seconds({"family": "mamba"}, {"steps": 100}) > cpu_seconds({"family": "rwkv7"}, {"steps": 100})
+    assert cpu_seconds({"family": "new"}, {"steps": 10}) == cpu_seconds({"family": "mamba"}, {"steps": 10})

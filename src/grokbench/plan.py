@@ -44,6 +44,13 @@ THROUGHPUT = [
      "vocab": 1106,
      "source": "ANCHORS.md §4: plain-PyTorch GPT, bf16, fused AdamW, eager (not grokbench's trainer)"},
 ]  # fmt: skip
+# CPU training step, ms, at the `tiny` preset: batch 128, sequence 6, bf16 autocast, one thread, backend
+# auto (scripts/bench-steps.py on the 2-core AMD EPYC VM, 2026-12-01: docs/benchmarks.md, "the recurrent
+# families' training step"). Only for the order in which local jobs start (`cpu_seconds`).
+CPU_STEP_MS = {
+    "gpt": 26.4, "llama": 28.6, "rwkv7": 44.9, "mamba": 118.3, "mamba2": 48.7, "gla": 34.5,
+    "retnet": 30.8, "deltanet": 52.0, "hgrn2": 40.9, "rwkv6": 48.1,
+}  # fmt: skip
 MARGIN = 1.25  # runtime request = estimate x MARGIN (+ EVAL_SHARE), rounded up to whole minutes
 EVAL_SHARE = 0.05  # evaluations, checkpoints and start-up, as a share of the training time
 MIN_RUNTIME = 10  # minutes: start-up (imports, data, first evaluation) of even the shortest run
@@ -113,6 +120,15 @@ def _count(spec: dict[str, Any], shape: Shape, batch_size: int, device: str) -> 
     with counter:
         model(x).float().sum().backward()
     return count_params(model), int(counter.get_total_flops())
+
+
+def cpu_seconds(model: dict[str, Any], training: dict[str, Any]) -> float:
+    """A rough CPU cost of one run, for ordering jobs only: its steps at its family's `CPU_STEP_MS` (the
+    slowest family's for one not measured), whatever its preset, early stop or evaluations. The workflow
+    starts the costliest training jobs first (workflow/rules/train.smk, `priority`), so that on a few
+    local cores no long run starts last and runs alone at the end."""
+    ms = CPU_STEP_MS.get(model.get("family"), max(CPU_STEP_MS.values()))
+    return TrainConfig.from_dict(training).steps * ms / 1000
 
 
 def peak_tflops(gpu: str) -> float:

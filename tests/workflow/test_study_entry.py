@@ -101,3 +101,24 @@ def test_default_config_without_configfile(workdir):
     assert out.returncode == 0, out.stderr[-2000:]
     expected = len(study.cells(study.load(REPO / "config.yaml")))
     assert re.search(rf"^train +{expected}$", out.stdout + out.stderr, re.M)
+
+
+def test_costlier_training_jobs_first(workdir):
+    """The default study's dry run: each training job's priority is its plan.cpu_seconds (Mamba-1's
+    first, GPT's last); the other jobs have none (0, which Snakemake does not print), so local cores
+    take the long runs first and the per-run analyses after."""
+    out = snakemake(workdir, "--verbose")
+    assert out.returncode == 0, out.stderr[-2000:]
+    blocks = re.split(r"^\s*(?:local)?rule (\w+):$", out.stdout + out.stderr, flags=re.M)[1:]
+    train, others = {}, []
+    for rule, body in zip(blocks[::2], blocks[1::2], strict=True):
+        priority = re.search(r"^\s+priority: (\S+)$", body, re.M)
+        if rule == "train":
+            model = re.search(r"model=(\w+)", body).group(1)
+            train.setdefault(model, set()).add(float(priority.group(1)))
+        elif priority:
+            others.append((rule, priority.group(1)))
+    assert set(train) == {"gpt", "llama", "rwkv", "mamba"} and all(len(p) == 1 for p in train.values())
+    cost = {model: p.pop() for model, p in train.items()}
+    assert cost["mamba"] > cost["rwkv"] > max(cost["llama"], cost["gpt"]) > 0, cost
+    assert not others, others

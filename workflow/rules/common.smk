@@ -16,7 +16,7 @@ envvars:
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
-from grokbench import grid, study  # noqa: E402
+from grokbench import grid, plan, study  # noqa: E402
 from grokbench.report import FIGURES, MECH_FIGURES  # noqa: E402
 from grokbench.provenance import code_fingerprint  # noqa: E402
 from grokbench.train.config import TrainConfig  # noqa: E402
@@ -79,6 +79,12 @@ def pack_outputs(pack):
     """Every member's outputs, as rule `train` names them for one run."""
     names = ("metrics.parquet", "model.pt", "run.json")
     return [f"{run_dir(c)}/{name}" for c in pack.cells for name in names]
+
+
+def train_priority(model, training):
+    """Costlier training jobs first (grokbench.plan.cpu_seconds); every other rule's priority is 0, so
+    the per-run analyses wait for a core that no training job wants."""
+    return plan.cpu_seconds(config["models"][model], config["training"][training])
 
 
 def train_resources():

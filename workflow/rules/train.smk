@@ -7,6 +7,8 @@ rule train:
         info=f"{RESULTS}/runs/{{dataset}}/{{model}}/{{training}}/seed{{seed}}/run.json",
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{model}}/{{training}}/seed{{seed}}.log",
+    # costlier runs start first, the per-run analyses after (common.smk's train_priority)
+    priority: lambda w: train_priority(w.model, w.training)
     # A job stopped by its time limit saves the run's state and fails; Snakemake resubmits it and the run
     # resumes, up to GROKBENCH_TRAIN_ATTEMPTS jobs (default 5; profiles/default/config.yaml). Only the main
     # Snakemake retries: the one inside a cluster job would rerun in the job whose time is up.
@@ -48,6 +50,7 @@ for _pack in PACKS:
             pack_outputs(_pack),
         log:
             f"{RESULTS}/logs/train/{_pack.pack_id}.log",
+        priority: train_priority(_pack.model, _pack.training)
         retries: (int(os.environ.get("GROKBENCH_TRAIN_ATTEMPTS") or 5) - 1) if workflow.is_main_process else 0
         group:
             "train"
