@@ -4,6 +4,7 @@ for each of its options."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 
@@ -31,3 +32,14 @@ def test_defaults_are_shown(capsys):
         cli.main(["bench-backends", "--help"])
     out = capsys.readouterr().out
     assert "batch size (default: 128)" in out and "example:" in out
+
+
+def test_threads_bound_openblas(monkeypatch):
+    """--threads bounds numpy's OpenBLAS threads as it bounds torch's (for a fresh process, where numpy
+    is not yet imported); a value set in the environment wins."""
+    monkeypatch.setattr(cli, "cmd_mech", lambda args: 0)  # parse only
+    argv = ["mech", "--run-dir", "r", "--data", "d.parquet", "--out-dir", "o", "--threads", "1"]
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert cli.main(argv) == 0 and os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert cli.main(argv) == 0 and os.environ["OPENBLAS_NUM_THREADS"] == "3"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -746,6 +747,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        # numpy's OpenBLAS (e.g. under the probes' L-BFGS) starts a thread per core unless told, beside
+        # torch's --threads: two jobs on two cores then oversubscribe them. Only before numpy is imported
+        # (a fresh `python -m grokbench`: the commands import it lazily); the environment's value wins.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
     try:
         status = args.func(args)
     except ValueError as e:  # bad input: a clear message, no traceback
