@@ -19,6 +19,7 @@ estimated GPU-hours on a named GPU, and the SLURM runtime its job asks for.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -138,6 +139,12 @@ def peak_tflops(gpu: str) -> float:
     raise ValueError(f"plan: no peak known for GPU {gpu!r}; known: {sorted(PEAK_TFLOPS)}")
 
 
+@functools.cache
+def _reference_flops(family: str, preset: str, vocab: int, seq: int) -> int:
+    """FLOPs per example of a THROUGHPUT row's model (counted once per process: half a second each)."""
+    return flops_per_step({"family": family, "preset": preset}, Shape(vocab_size=vocab, block_size=seq), 1)[1]
+
+
 def throughput(gpu: str, family: str, preset: str | None, flops_per_example: float) -> tuple[float, str]:
     """(examples/s, how it was obtained) for a model of `flops_per_example` training FLOPs per example:
     the model-FLOPs utilization of the closest measurement (same GPU, family and preset; else same GPU;
@@ -145,8 +152,7 @@ def throughput(gpu: str, family: str, preset: str | None, flops_per_example: flo
     on_gpu = [r for r in THROUGHPUT if r["gpu"].lower() in gpu.lower()]
     same = [r for r in on_gpu if r["family"] == family and r["preset"] == preset]
     ref = (same or on_gpu or THROUGHPUT)[0]
-    ref_spec = {"family": ref["family"], "preset": ref["preset"]}
-    _, ref_flops = flops_per_step(ref_spec, Shape(vocab_size=ref["vocab"], block_size=ref["seq"]), 1)
+    ref_flops = _reference_flops(ref["family"], ref["preset"], ref["vocab"], ref["seq"])
     mfu = ref["examples_per_s"] * ref_flops / (peak_tflops(ref["gpu"]) * 1e12)
     speed = mfu * peak_tflops(gpu) * 1e12 / flops_per_example
     how = (
