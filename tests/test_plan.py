@@ -81,3 +81,9 @@ def test_cpu_seconds_orders_jobs_by_steps_and_family():
     )
     assert cpu_seconds({"family": "mamba"}, {"steps": 100}) > cpu_seconds({"family": "rwkv7"}, {"steps": 100})
     assert cpu_seconds({"family": "new"}, {"steps": 10}) == cpu_seconds({"family": "mamba"}, {"steps": 10})
+
+
+def test_cpu_step_times_name_real_families():
+    from grokbench.models import FAMILIES
+
+    assert set(CPU_STEP_MS) == set(FAMILIES)  # every family measured, no misspelt key
